@@ -1,0 +1,58 @@
+"""Backend names a profile may use, per role. Loaders import their libraries lazily."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from deployments.common import DeviceInfo
+from deployments.spec import BackendSpec
+
+Factory = Callable[[BackendSpec, DeviceInfo], Any]
+
+
+def _sentence_transformers(spec: BackendSpec, device: DeviceInfo):
+    from deployments.backends.sentence_transformers_backend import SentenceTransformerEmbedding
+
+    return SentenceTransformerEmbedding(spec, device)
+
+
+def _flag_embedding(spec: BackendSpec, device: DeviceInfo):
+    from deployments.backends.flag_embedding_backend import FlagEmbeddingBackend
+
+    return FlagEmbeddingBackend(spec, device)
+
+
+def _cross_encoder(spec: BackendSpec, device: DeviceInfo):
+    from deployments.backends.sentence_transformers_backend import CrossEncoderRerank
+
+    return CrossEncoderRerank(spec, device)
+
+
+def _flag_reranker(spec: BackendSpec, device: DeviceInfo):
+    from deployments.backends.flag_embedding_backend import FlagRerankBackend
+
+    return FlagRerankBackend(spec, device)
+
+
+def _bi_encoder(spec: BackendSpec, device: DeviceInfo):
+    from deployments.backends.bi_encoder_backend import BiEncoderRerank
+
+    return BiEncoderRerank(spec, device)
+
+
+EMBEDDING_BACKENDS: dict[str, Factory] = {
+    "sentence-transformers": _sentence_transformers,
+    "flag-embedding": _flag_embedding,
+}
+
+RERANK_BACKENDS: dict[str, Factory] = {
+    "bi-encoder": _bi_encoder,
+    "cross-encoder": _cross_encoder,
+    "flag-reranker": _flag_reranker,
+}
+
+BACKENDS_BY_ROLE: dict[str, dict[str, Factory]] = {
+    "embedder": EMBEDDING_BACKENDS,
+    "reranker": RERANK_BACKENDS,
+}

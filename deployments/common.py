@@ -1,0 +1,259 @@
+"""What every model deployment shares: device choice, model sources, load chains, token-bounded batches.
+
+torch is imported inside functions only, so the ingress can import deployment classes to bind them
+without pulling torch into its process.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from deployments.spec import BackendSpec, BatchSettings
+
+logger = logging.getLogger("eduserve.deployments")
+
+B = TypeVar("B")
+
+
+# --------------------------------------------------------------------------------------------- devices
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """The device a replica really runs on, and why it differs from the request when it does."""
+
+    requested: str
+    kind: str  # cuda | mps | cpu
+    torch_device: str
+    dtype: str  # float16 | bfloat16 | float32
+    degraded_reason: str | None = None
+
+    @property
+    def degraded(self) -> bool:
+        return self.degraded_reason is not None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requested": self.requested,
+            "kind": self.kind,
+            "torch_device": self.torch_device,
+            "dtype": self.dtype,
+            "degraded_reason": self.degraded_reason,
+        }
+
+
+def select_device(requested: str = "auto") -> DeviceInfo:
+    """Pick the device from the config and what this process can really use.
+
+    A replica asked for CUDA that finds no usable GPU (e.g. a logical GPU on a GPU-less node) runs on CPU and
+    says so in `degraded_reason`; it does not crash, so health and status can report it.
+    """
+    import torch
+
+    cuda = torch.cuda.is_available()
+    mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+    if requested in ("auto", "cuda") and cuda:
+        bf16 = torch.cuda.is_bf16_supported()
+        return DeviceInfo(requested, "cuda", "cuda", "bfloat16" if bf16 else "float16")
+    if requested in ("auto", "mps") and mps:
+        return DeviceInfo(requested, "mps", "mps", "float16")
+    reason = None
+    if requested == "cuda":
+        reason = (
+            "cuda requested but torch.cuda.is_available() is False "
+            f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}); running on cpu"
+        )
+    elif requested == "mps":
+        reason = "mps requested but not available; running on cpu"
+    return DeviceInfo(requested, "cpu", "cpu", "float32", reason)
+
+
+def configure_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+# --------------------------------------------------------------------------------------------- model sources
+
+
+class ModelSourceError(ValueError):
+    pass
+
+
+def resolve_model_source(source: str) -> str:
+    """Turn a profile's model source into what a loader accepts.
+
+    - ``package:<module>[/<subpath>]``: a folder inside an installed wheel, found without importing the module
+      (some model wheels import heavy optional dependencies at import time). With no subpath, ``model/`` is used
+      when the package has one.
+    - an existing local path: returned as is (``~`` expanded).
+    - anything else is treated as a hub id; with ``HF_HUB_OFFLINE=1`` it resolves only from the local cache.
+    """
+    if source.startswith("package:"):
+        module, _, subpath = source.removeprefix("package:").partition("/")
+        spec = importlib.util.find_spec(module)
+        if spec is None or not spec.origin:
+            raise ModelSourceError(f"package {module!r} is not installed (model source {source!r})")
+        root = Path(spec.origin).parent
+        path = root / subpath if subpath else (root / "model" if (root / "model").is_dir() else root)
+        if not path.exists():
+            raise ModelSourceError(f"{path} does not exist (model source {source!r})")
+        return str(path)
+    expanded = Path(os.path.expandvars(source)).expanduser()
+    if expanded.exists():
+        return str(expanded)
+    if source.startswith((".", "/", "~", "$")):
+        raise ModelSourceError(f"model path {source!r} does not exist")
+    return source
+
+
+# --------------------------------------------------------------------------------------------- load chain
+
+
+@dataclass
+class LoadAttempt:
+    backend: str
+    model: str
+    error: str | None
+
+
+@dataclass
+class LoadedBackend(Generic[B]):
+    backend: B
+    spec: BackendSpec
+    attempts: list[LoadAttempt]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": self.spec.backend,
+            "model": self.spec.model,
+            "failed_before": [a.__dict__ for a in self.attempts if a.error],
+        }
+
+
+class NoBackendLoaded(RuntimeError):
+    pass
+
+
+def load_chain(
+    chain: Sequence[BackendSpec],
+    factories: dict[str, Callable[[BackendSpec, DeviceInfo], B]],
+    device: DeviceInfo,
+) -> LoadedBackend[B]:
+    """Try each (backend, model) in order; the first that loads serves. Failures are logged and reported."""
+    attempts: list[LoadAttempt] = []
+    for spec in chain:
+        factory = factories.get(spec.backend)
+        if factory is None:
+            error = f"unknown backend {spec.backend!r}; known: {sorted(factories)}"
+        else:
+            try:
+                backend = factory(spec, device)
+            except Exception as exc:  # a load failure of any kind moves on to the next entry
+                error = f"{type(exc).__name__}: {exc}"
+            else:
+                attempts.append(LoadAttempt(spec.backend, spec.model, None))
+                if any(a.error for a in attempts):
+                    logger.warning("loaded fallback %s:%s after %d failure(s)", spec.backend, spec.model,
+                                   len(attempts) - 1)
+                else:
+                    logger.info("loaded %s:%s on %s", spec.backend, spec.model, device.torch_device)
+                return LoadedBackend(backend, spec, attempts)
+        logger.error("could not load %s:%s: %s", spec.backend, spec.model, error)
+        attempts.append(LoadAttempt(spec.backend, spec.model, error))
+    details = "; ".join(f"{a.backend}:{a.model} -> {a.error}" for a in attempts)
+    raise NoBackendLoaded(f"no entry of the load chain could be loaded: {details}")
+
+
+# --------------------------------------------------------------------------------------------- batching
+
+
+def split_by_token_budget(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """Group item indices into sub-batches whose padded size (count x longest) stays within `max_tokens`.
+
+    Items are sorted by length first so similar lengths share a sub-batch (less padding). An item longer than
+    the budget on its own still gets a sub-batch of one: it is truncated by the model, never dropped.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    groups: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for index in order:
+        size = max(1, lengths[index])
+        if current and max(longest, size) * (len(current) + 1) > max_tokens:
+            groups.append(current)
+            current, longest = [], 0
+        current.append(index)
+        longest = max(longest, size)
+    if current:
+        groups.append(current)
+    return groups
+
+
+def apply_batch_settings(batched_method: Any, settings: BatchSettings) -> None:
+    """Push new `user_config` batch settings into a `@serve.batch` method."""
+    batched_method.set_max_batch_size(settings.max_batch_size)
+    batched_method.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+
+
+@dataclass
+class BatchStats:
+    """Counts of batches a replica ran, so tests and `/v1/models` can see batching happen."""
+
+    batches: int = 0
+    items: int = 0
+    forward_passes: int = 0
+    max_batch_size_seen: int = 0
+    sizes: Counter = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record(self, batch_size: int, forward_passes: int) -> None:
+        with self._lock:
+            self.batches += 1
+            self.items += batch_size
+            self.forward_passes += forward_passes
+            self.max_batch_size_seen = max(self.max_batch_size_seen, batch_size)
+            self.sizes[batch_size] += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "batches": self.batches,
+                "items": self.items,
+                "forward_passes": self.forward_passes,
+                "max_batch_size_seen": self.max_batch_size_seen,
+                "mean_batch_size": round(self.items / self.batches, 3) if self.batches else 0.0,
+                "batch_size_histogram": {str(k): v for k, v in sorted(self.sizes.items())},
+            }
+
+
+def run_in_token_budget(
+    items: Sequence[Any],
+    lengths: Sequence[int],
+    max_tokens: int,
+    forward: Callable[[list[Any]], Iterable[Any]],
+) -> tuple[list[Any], int]:
+    """Run `forward` over token-bounded sub-batches and return outputs in the input order."""
+    outputs: list[Any] = [None] * len(items)
+    groups = split_by_token_budget(lengths, max_tokens)
+    for group in groups:
+        for index, out in zip(group, forward([items[i] for i in group]), strict=True):
+            outputs[index] = out
+    return outputs, len(groups)
+
+
+def set_offline_env(offline: bool) -> None:
+    """With offline on, Hugging Face libraries never reach for a hub: a missing model is an error, not a download."""
+    if offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["TRANSFORMERS_OFFLINE"] = "1"

@@ -1,0 +1,107 @@
+"""Configuration models for model deployments.
+
+Pure pydantic (no torch, no Ray): the ingress validates a profile with these at start-up and passes the
+validated objects to the deployments, so a bad field fails before any replica is scheduled.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Device = Literal["auto", "cuda", "mps", "cpu"]
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors: a typo in a profile must not be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BackendSpec(StrictModel):
+    """One entry of a load chain: which backend loads which model, with backend-specific options."""
+
+    backend: str = Field(description="registered backend name, e.g. sentence-transformers, flag-embedding")
+    model: str = Field(
+        description="model source: 'package:<module>[/<subpath>]', a local path, or a hub id (gpu clusters only)"
+    )
+    options: dict[str, Any] = Field(default_factory=dict, description="passed to the backend's loader")
+
+
+class BatchSettings(StrictModel):
+    """Batching knobs, sent as the deployment's `user_config` so `reconfigure` can change them live."""
+
+    max_batch_size: int = Field(32, ge=1, le=4096)
+    batch_wait_timeout_s: float = Field(0.005, ge=0.0, le=10.0)
+    max_batch_tokens: int = Field(
+        16384, ge=1, description="padded tokens per forward pass; a batch is split to stay under it"
+    )
+
+
+class AutoscalingSpec(StrictModel):
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    target_ongoing_requests: float = Field(8, gt=0)
+    upscale_delay_s: float = Field(10.0, ge=0)
+    downscale_delay_s: float = Field(120.0, ge=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("min_replicas must be <= max_replicas")
+        return self
+
+
+class DeploymentSpec(StrictModel):
+    """One Ray Serve deployment of a model role: what to load, where, and how many."""
+
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$", description="the Serve deployment name")
+    device: Device = "auto"
+    chain: list[BackendSpec] = Field(min_length=1, description="tried in order; the first that loads serves")
+    num_cpus: float = Field(0.5, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    memory_bytes: int | None = Field(None, ge=0, description="Ray logical memory reserved per replica")
+    torch_threads: int | None = Field(None, ge=1, description="intra-op threads; default max(1, num_cpus)")
+    num_replicas: int = Field(1, ge=1)
+    autoscaling: AutoscalingSpec | None = None
+    max_ongoing_requests: int = Field(64, ge=1)
+    max_queued_requests: int = Field(-1, ge=-1, description="-1: unbounded")
+    health_check_period_s: float = Field(10.0, gt=0)
+    env: dict[str, str] = Field(default_factory=dict, description="environment variables of each replica")
+    batching: BatchSettings = Field(default_factory=BatchSettings)
+
+    @model_validator(mode="after")
+    def _device_matches_resources(self) -> DeploymentSpec:
+        if self.device == "cuda" and self.num_gpus <= 0:
+            raise ValueError("device 'cuda' needs num_gpus > 0 (fractions such as 0.25 share a GPU)")
+        if self.device == "cpu" and self.num_gpus > 0:
+            raise ValueError("device 'cpu' must not reserve GPUs (num_gpus must be 0)")
+        if self.num_gpus > 1 and not float(self.num_gpus).is_integer():
+            raise ValueError("num_gpus above 1 must be a whole number")
+        return self
+
+    @property
+    def threads(self) -> int:
+        return self.torch_threads or max(1, int(self.num_cpus))
+
+    def serve_options(self) -> dict[str, Any]:
+        """The `Deployment.options(...)` this spec stands for (serve_config.yaml may still override them)."""
+        actor: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+        if self.memory_bytes:
+            actor["memory"] = self.memory_bytes
+        if self.env:
+            actor["runtime_env"] = {"env_vars": dict(self.env)}
+        options: dict[str, Any] = {
+            "name": self.name,
+            "ray_actor_options": actor,
+            "max_ongoing_requests": self.max_ongoing_requests,
+            "max_queued_requests": self.max_queued_requests,
+            "health_check_period_s": self.health_check_period_s,
+            "user_config": self.batching.model_dump(),
+        }
+        if self.autoscaling is not None:
+            options["autoscaling_config"] = self.autoscaling.model_dump()
+        else:
+            options["num_replicas"] = self.num_replicas
+        return options
