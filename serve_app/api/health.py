@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+
+from serve_app.api.deps import get_state
+from serve_app.errors import ErrorCode, error_body
+from serve_app.protocol.models import Liveness, Readiness
+from serve_app.state import AppState
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Liveness)
+async def healthz():
+    """Liveness: the ingress answers. Says nothing about the models."""
+    return Liveness()
+
+
+@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
+async def readyz(state: Annotated[AppState, Depends(get_state)]):
+    """Readiness: every model deployment answered within the timeout."""
+    checks = await state.readiness()
+    if all(check["ok"] for check in checks.values()):
+        return Readiness(status="ready", checks=checks)
+    failing = sorted(name for name, check in checks.items() if not check["ok"])
+    body = {
+        "status": "unavailable",
+        "checks": checks,
+        **error_body(ErrorCode.MODEL_UNAVAILABLE, f"not ready: {', '.join(failing)}"),
+    }
+    return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})

@@ -1,0 +1,1 @@
+"""OpenAI-compatible (and Cohere/TEI-compatible for rerank) routes under /v1."""

@@ -1,0 +1,117 @@
+"""One list of error kinds, mapped to HTTP status once, and the handlers that give every failure one shape:
+
+    {"error": {"type": "...", "message": "...", "code": "..."}}
+
+`type` follows the OpenAI SDK's families (invalid_request_error, authentication_error, ...); `code` is the
+precise, stable machine-readable reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import Enum
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger("eduserve.errors")
+
+
+class ErrorCode(Enum):
+    """(HTTP status, error type) per code. The only place a status code is chosen."""
+
+    VALIDATION_ERROR = (422, "invalid_request_error")
+    BAD_REQUEST = (400, "invalid_request_error")
+    PAYLOAD_TOO_LARGE = (413, "invalid_request_error")
+    MODEL_NOT_FOUND = (404, "invalid_request_error")
+    NOT_FOUND = (404, "not_found_error")
+    METHOD_NOT_ALLOWED = (405, "invalid_request_error")
+    UNSUPPORTED_MEDIA_TYPE = (415, "invalid_request_error")
+    UNAUTHORIZED = (401, "authentication_error")
+    FORBIDDEN = (403, "permission_error")
+    RATE_LIMITED = (429, "rate_limit_error")
+    OVERLOADED = (503, "server_overloaded")
+    MODEL_UNAVAILABLE = (503, "server_error")
+    TIMEOUT = (504, "server_error")
+    INTERNAL = (500, "server_error")
+
+    @property
+    def status(self) -> int:
+        return self.value[0]
+
+    @property
+    def type(self) -> str:
+        return self.value[1]
+
+
+_STATUS_TO_CODE = {
+    400: ErrorCode.BAD_REQUEST,
+    401: ErrorCode.UNAUTHORIZED,
+    403: ErrorCode.FORBIDDEN,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    413: ErrorCode.PAYLOAD_TOO_LARGE,
+    415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+    422: ErrorCode.VALIDATION_ERROR,
+    429: ErrorCode.RATE_LIMITED,
+    503: ErrorCode.MODEL_UNAVAILABLE,
+    504: ErrorCode.TIMEOUT,
+}
+
+
+class EduserveError(Exception):
+    """Raise anywhere in the ingress; the handler turns it into the error shape and status."""
+
+    def __init__(self, code: ErrorCode, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+def error_body(code: ErrorCode, message: str) -> dict[str, Any]:
+    return {"error": {"type": code.type, "message": message, "code": code.name.lower()}}
+
+
+def error_response(code: ErrorCode, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(code, message), status_code=code.status, headers=headers)
+
+
+def _describe_validation(exc: RequestValidationError) -> str:
+    parts = []
+    for item in exc.errors():
+        if item.get("type") == "json_invalid":
+            return f"request body is not valid JSON: {item.get('ctx', {}).get('error', 'parse error')}"
+        loc = [str(p) for p in item.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        field = ".".join(loc) or "body"
+        parts.append(f"{field}: {item.get('msg', 'invalid')}")
+    return "; ".join(parts[:10]) or "invalid request"
+
+
+async def _eduserve_error(_: Request, exc: EduserveError) -> JSONResponse:
+    return error_response(exc.code, exc.message, exc.headers)
+
+
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    return error_response(ErrorCode.VALIDATION_ERROR, _describe_validation(exc))
+
+
+async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    code = _STATUS_TO_CODE.get(exc.status_code, ErrorCode.BAD_REQUEST if exc.status_code < 500 else ErrorCode.INTERNAL)
+    message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+
+async def _unhandled_error(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(ErrorCode.INTERNAL, "internal server error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(EduserveError, _eduserve_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unhandled_error)

@@ -1,0 +1,25 @@
+"""The ingress deployment: a FastAPI app (built inside the replica) composing the model deployments."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from serve_app.api import create_api
+from serve_app.settings import Settings
+from serve_app.state import AppState
+
+
+@serve.deployment
+@serve.ingress()
+class Ingress:
+    def __init__(self, settings: Settings, handles: dict[str, DeploymentHandle]):
+        logging.getLogger("eduserve").setLevel(settings.log_level)
+        self.state = AppState(settings, handles)
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        # Serve calls this after __init__, in the replica: the app and its state never cross a process boundary.
+        return create_api(self.state)

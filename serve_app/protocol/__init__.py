@@ -1,0 +1,1 @@
+"""HTTP request/response schemas, one module per feature, apart from the logic that serves them."""

@@ -1,0 +1,31 @@
+"""`GET /v1/models`, `/healthz` and `/readyz`."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "eduserve"
+    role: str = Field(description="embedder, reranker, ...")
+    aliases: list[str] = Field(default_factory=list)
+    status: dict[str, Any] | None = Field(None, description="a replica's report: device, active backend, batching")
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class Liveness(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "unavailable"]
+    checks: dict[str, dict[str, Any]]

@@ -1,0 +1,1 @@
+"""Request logic per feature: validate against limits, call models through ModelClients, shape answers."""

@@ -1,0 +1,65 @@
+"""Embeddings: limits, one call to the Embedder, OpenAI-shaped output."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import numpy as np
+
+from serve_app.catalog import ModelCatalog
+from serve_app.errors import EduserveError, ErrorCode
+from serve_app.protocol.embeddings import EmbeddingRequest
+from serve_app.routing import ModelClient
+from serve_app.settings import LimitSettings
+
+
+def check_text_limits(texts: list[str], max_count: int, max_chars: int, what: str) -> None:
+    if len(texts) > max_count:
+        raise EduserveError(
+            ErrorCode.PAYLOAD_TOO_LARGE, f"too many {what}: {len(texts)} > {max_count} per request"
+        )
+    for index, text in enumerate(texts):
+        if len(text) > max_chars:
+            raise EduserveError(
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"{what} {index} is too long: {len(text)} characters > {max_chars}",
+            )
+
+
+def encode_vector(vector: np.ndarray, encoding_format: str) -> list[float] | str:
+    if encoding_format == "base64":
+        return base64.b64encode(vector.astype("<f4", copy=False).tobytes()).decode("ascii")
+    return vector.tolist()
+
+
+class EmbeddingService:
+    def __init__(self, client: ModelClient, catalog: ModelCatalog, limits: LimitSettings):
+        self.client = client
+        self.catalog = catalog
+        self.limits = limits
+
+    async def embed(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
+        """For other services (RAG): vectors of `texts`, after the same limits as the HTTP API."""
+        check_text_limits(texts, self.limits.max_inputs_per_request, self.limits.max_input_chars, "input")
+        result = await self.client.call("embed", texts)
+        return result["embeddings"], result["token_counts"]
+
+    async def create(self, request: EmbeddingRequest) -> dict[str, Any]:
+        model = self.catalog.resolve("embedder", request.model)
+        vectors, token_counts = await self.embed(request.texts())
+        if request.dimensions is not None and request.dimensions != vectors.shape[1]:
+            raise EduserveError(
+                ErrorCode.VALIDATION_ERROR,
+                f"dimensions: model {model.name!r} produces {vectors.shape[1]}-dimensional vectors only",
+            )
+        tokens = int(sum(token_counts))
+        return {
+            "object": "list",
+            "data": [
+                {"object": "embedding", "index": i, "embedding": encode_vector(v, request.encoding_format)}
+                for i, v in enumerate(vectors)
+            ],
+            "model": model.name,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
