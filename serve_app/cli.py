@@ -1,0 +1,66 @@
+"""`eduserve` command line: run the service, prepare models, check a profile."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from serve_app.settings import REPO_ROOT, ConfigError, load_settings
+
+
+def _prepare_models(args: argparse.Namespace) -> int:
+    from deployments.prepare import check_sources
+
+    settings = load_settings(args.profile)
+    specs = [spec for role in settings.models.roles().values() for spec in role.primary.chain]
+    for item in check_sources(specs, settings.offline):
+        print(f"  {item.backend:<22} {item.source:<40} {item.note}" + (f" ({item.location})" if item.location else ""))
+    print(f"models ready for profile {settings.profile!r}")
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    settings = load_settings(args.profile)
+    print(settings.model_dump_json(indent=2))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from serve_app.runner import run_service
+
+    return run_service(Path(args.config), args.profile, args.num_cpus, args.ready_timeout)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="eduserve", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="start Ray and the Serve app; Ctrl-C stops both")
+    run.add_argument("--config", default=str(REPO_ROOT / "serve_config.yaml"), help="Ray Serve config file")
+    run.add_argument("--profile", default=None, help="profile for the eduserve app (default: the config's)")
+    run.add_argument("--num-cpus", type=int, default=None, help="logical CPUs for the local Ray node")
+    run.add_argument("--ready-timeout", type=float, default=900.0, help="seconds to wait for the app")
+    run.set_defaults(handler=_run)
+
+    prepare = commands.add_parser("prepare-models", help="check and build the models a profile needs")
+    prepare.add_argument("--profile", default=None)
+    prepare.set_defaults(handler=_prepare_models)
+
+    check = commands.add_parser("check-config", help="validate a profile and print the resolved settings")
+    check.add_argument("--profile", default=None)
+    check.set_defaults(handler=_check_config)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        return args.handler(args)
+    except ConfigError as exc:
+        print(f"eduserve: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
