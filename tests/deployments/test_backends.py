@@ -1,0 +1,81 @@
+"""Backends in-process on real models: the packaged MiniLM, and tiny local models for the GPU-profile paths."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deployments.backends.registry import EMBEDDING_BACKENDS, RERANK_BACKENDS
+from deployments.common import select_device
+from deployments.spec import BackendSpec
+
+TEXTS = ["The mitochondria is the powerhouse of the cell.", "Paris is the capital of France.", "hi"]
+
+
+def make(registry, backend, model, **options):
+    return registry[backend](BackendSpec(backend=backend, model=str(model), options=options), select_device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def minilm_backend(minilm_path):
+    return make(EMBEDDING_BACKENDS, "sentence-transformers", minilm_path)
+
+
+def test_sentence_transformers_matches_the_model_and_is_normalised(minilm_backend, minilm_path):
+    from sentence_transformers import SentenceTransformer
+
+    vectors = minilm_backend.encode(TEXTS)
+    reference = SentenceTransformer(minilm_path, device="cpu").encode(TEXTS, normalize_embeddings=True)
+    assert vectors.dtype == np.float32 and vectors.shape == (3, 384)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert np.min(np.sum(vectors * reference, axis=1)) > 0.9999
+
+
+def test_token_counts_are_truncated_at_the_model_limit(minilm_backend):
+    counts = minilm_backend.count_tokens(["word " * 1000, "hi"])
+    assert counts[0] == minilm_backend.max_seq_length == 256
+    assert counts[1] == 3  # [CLS] hi [SEP]
+
+
+def test_flag_embedding_base_with_mean_pooling_matches_sentence_transformers(minilm_backend, minilm_path):
+    flag = make(EMBEDDING_BACKENDS, "flag-embedding", minilm_path, model_class="base", pooling_method="mean",
+                max_length=256)
+    cosine = np.sum(flag.encode(TEXTS) * minilm_backend.encode(TEXTS), axis=1)
+    assert np.min(cosine) > 0.999
+
+
+def test_flag_embedding_m3_matches_flagembeddings_own_encode(tiny_models):
+    from FlagEmbedding import BGEM3FlagModel
+
+    backend = make(EMBEDDING_BACKENDS, "flag-embedding", tiny_models["encoder"], model_class="m3")
+    reference = BGEM3FlagModel(str(tiny_models["encoder"]), use_fp16=False, devices="cpu").encode(TEXTS)
+    cosine = np.sum(backend.encode(TEXTS) * reference["dense_vecs"], axis=1)
+    assert np.min(cosine) > 0.999
+
+
+def test_flag_reranker_matches_compute_score(tiny_models):
+    from FlagEmbedding import FlagReranker
+
+    pairs = [("what is a cell", TEXTS[0]), ("what is a cell", TEXTS[1])]
+    backend = make(RERANK_BACKENDS, "flag-reranker", tiny_models["cross_encoder"])
+    reference = FlagReranker(str(tiny_models["cross_encoder"]), use_fp16=False, devices="cpu").compute_score(
+        pairs, normalize=True
+    )
+    np.testing.assert_allclose(backend.score(pairs), reference, atol=1e-5)
+
+
+def test_cross_encoder_agrees_with_flag_reranker_on_the_same_model(tiny_models):
+    pairs = [("what is a cell", TEXTS[0]), ("capital", TEXTS[1]), ("q", TEXTS[2])]
+    cross = make(RERANK_BACKENDS, "cross-encoder", tiny_models["cross_encoder"])
+    flag = make(RERANK_BACKENDS, "flag-reranker", tiny_models["cross_encoder"])
+    scores = cross.score(pairs)
+    assert np.all((scores >= 0) & (scores <= 1))
+    np.testing.assert_allclose(scores, flag.score(pairs), atol=1e-5)
+
+
+def test_bi_encoder_rerank_puts_the_relevant_passage_first(minilm_path):
+    backend = make(RERANK_BACKENDS, "bi-encoder", minilm_path)
+    query = "Which organelle produces energy for the cell?"
+    scores = backend.score([(query, TEXTS[1]), (query, TEXTS[0]), (query, "Bananas are yellow.")])
+    assert int(np.argmax(scores)) == 1
+    assert np.all((scores >= 0) & (scores <= 1))

@@ -1,0 +1,173 @@
+"""/v1/embeddings on the real app (cpu profile, packaged MiniLM) over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+import httpx
+import numpy as np
+import pytest
+
+MODEL = "all-minilm-l6-v2"
+SENTENCES = [
+    "Photosynthesis converts light energy into chemical energy in plants.",
+    "The French Revolution began in 1789.",
+    "To add fractions, first find a common denominator.",
+]
+
+
+def embed(client: httpx.Client, texts, **extra) -> np.ndarray:
+    response = client.post("/v1/embeddings", json={"input": texts, "model": MODEL, **extra})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    return np.array([item["embedding"] for item in sorted(body["data"], key=lambda d: d["index"])])
+
+
+@pytest.fixture(scope="module")
+def reference(minilm_path):
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(minilm_path, device="cpu")
+
+
+def test_served_embeddings_equal_the_models_own_output(client, reference):
+    served = embed(client, SENTENCES)
+    expected = reference.encode(SENTENCES, normalize_embeddings=True)
+    assert served.shape == (3, 384)
+    assert np.min(np.sum(served * expected, axis=1)) >= 0.999
+    np.testing.assert_allclose(np.linalg.norm(served, axis=1), 1.0, atol=1e-5)
+
+
+def test_response_shape_and_usage(client, reference):
+    response = client.post("/v1/embeddings", json={"input": "hello world", "model": MODEL})
+    body = response.json()
+    assert body["object"] == "list" and body["model"] == MODEL
+    assert body["data"][0]["object"] == "embedding" and body["data"][0]["index"] == 0
+    tokens = len(reference.tokenizer("hello world")["input_ids"])
+    assert body["usage"] == {"prompt_tokens": tokens, "total_tokens": tokens}
+    assert response.headers["x-request-id"]
+    assert response.headers["server-timing"].startswith("app;dur=")
+
+
+def test_similar_sentences_score_above_unrelated_ones(client):
+    a, b, c = embed(client, [
+        "How do plants make food from sunlight?",
+        "Plants use photosynthesis to produce sugar from light.",
+        "The stock market fell sharply on Tuesday.",
+    ])
+    assert a @ b > a @ c + 0.2
+
+
+def test_base64_encoding_decodes_to_the_float_vectors(client):
+    floats = embed(client, SENTENCES[:2])
+    response = client.post(
+        "/v1/embeddings", json={"input": SENTENCES[:2], "model": MODEL, "encoding_format": "base64"}
+    )
+    decoded = np.array([np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in response.json()["data"]])
+    np.testing.assert_array_equal(decoded, floats.astype(np.float32))
+
+
+def test_model_may_be_omitted_or_given_by_alias(client):
+    plain = client.post("/v1/embeddings", json={"input": "x y z"}).json()
+    alias = client.post("/v1/embeddings", json={"input": "x y z", "model": "sentence-transformers/all-MiniLM-L6-v2"})
+    assert plain["model"] == alias.json()["model"] == MODEL
+    assert plain["data"][0]["embedding"] == alias.json()["data"][0]["embedding"]
+
+
+def test_openai_sdk_works_unmodified(cpu_app, reference):
+    import openai
+
+    sdk = openai.OpenAI(base_url=f"{cpu_app}/v1", api_key="not-needed-yet")
+    result = sdk.embeddings.create(model=MODEL, input=SENTENCES)  # the SDK asks for base64 and decodes it
+    vectors = np.array([item.embedding for item in result.data])
+    expected = reference.encode(SENTENCES, normalize_embeddings=True)
+    assert np.min(np.sum(vectors * expected, axis=1)) >= 0.999
+    assert result.usage.prompt_tokens > 0 and result.model == MODEL
+    single = sdk.embeddings.create(model=MODEL, input="one text", encoding_format="float")
+    assert len(single.data[0].embedding) == 384
+
+
+def embedder_stats(client: httpx.Client) -> dict:
+    models = client.get("/v1/models").json()["data"]
+    return next(m for m in models if m["role"] == "embedder")["status"]["stats"]
+
+
+def test_batching_batches_concurrent_requests(client, cpu_app):
+    before = embedder_stats(client)
+
+    async def burst():
+        async with httpx.AsyncClient(base_url=cpu_app, timeout=120) as http:
+            responses = await asyncio.gather(*(
+                http.post("/v1/embeddings", json={"input": f"sentence number {i} about science", "model": MODEL})
+                for i in range(64)
+            ))
+        return [r.status_code for r in responses]
+
+    assert asyncio.run(burst()) == [200] * 64
+    after = embedder_stats(client)
+    batches = after["batches"] - before["batches"]
+    items = after["items"] - before["items"]
+    assert items == 64
+    assert batches < items, f"no batching: {batches} batches for {items} texts"
+    assert after["max_batch_size_seen"] > 1
+
+
+def test_one_request_with_many_inputs_is_split_by_the_token_budget(client):
+    before = embedder_stats(client)
+    long_texts = ["a long sentence " * 90 + str(i) for i in range(40)]  # truncated to 256 tokens; 40 x 256 > 8192
+    vectors = embed(client, long_texts)
+    after = embedder_stats(client)
+    assert vectors.shape == (40, 384)
+    assert after["forward_passes"] - before["forward_passes"] >= 2
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "code"),
+    [
+        ({"input": []}, 422, "validation_error"),
+        ({"input": ""}, 422, "validation_error"),
+        ({"input": ["ok", ""]}, 422, "validation_error"),
+        ({"input": [1, 2, 3]}, 422, "validation_error"),
+        ({"input": [[1, 2], [3]]}, 422, "validation_error"),
+        ({"input": ["ok", 5]}, 422, "validation_error"),
+        ({"input": {"text": "x"}}, 422, "validation_error"),
+        ({"input": None}, 422, "validation_error"),
+        ({}, 422, "validation_error"),
+        ({"input": "x", "encoding_format": "int8"}, 422, "validation_error"),
+        ({"input": "x", "dimensions": 128}, 422, "validation_error"),
+        ({"input": "x", "model": "gpt-nope"}, 404, "model_not_found"),
+        ({"input": "x", "model": "all-minilm-l6-v2-rerank"}, 400, "bad_request"),
+        ({"input": ["x"] * 257}, 413, "payload_too_large"),
+        ({"input": "y" * 40_000}, 413, "payload_too_large"),
+    ],
+)
+def test_bad_input_gets_the_error_shape_with_a_4xx(client, payload, status, code):
+    response = client.post("/v1/embeddings", json=payload)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"type", "message", "code"}
+    assert error["code"] == code and error["message"]
+
+
+def test_invalid_json_and_oversized_bodies(client):
+    response = client.post("/v1/embeddings", content=b'{"input": ', headers={"content-type": "application/json"})
+    assert response.status_code == 422 and "not valid JSON" in response.json()["error"]["message"]
+    huge = b'{"input": "' + b"z" * (9 * 1024 * 1024) + b'"}'
+    response = client.post("/v1/embeddings", content=huge, headers={"content-type": "application/json"})
+    assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
+
+
+def test_streamed_oversized_body_is_refused(client):
+    def chunks():
+        for _ in range(10):
+            yield b"x" * (1024 * 1024)
+
+    response = client.post("/v1/embeddings", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
+
+
+def test_unknown_route_and_method_use_the_error_shape(client):
+    assert client.get("/v1/nothing-here").json()["error"]["code"] == "not_found"
+    response = client.get("/v1/embeddings")
+    assert response.status_code == 405 and response.json()["error"]["code"] == "method_not_allowed"

@@ -1,0 +1,37 @@
+"""/v1/models, /healthz, /readyz and /docs on the real app."""
+
+from __future__ import annotations
+
+
+def test_models_lists_each_role_with_its_replica_status(client):
+    body = client.get("/v1/models").json()
+    assert body["object"] == "list"
+    by_role = {m["role"]: m for m in body["data"]}
+    assert by_role["embedder"]["id"] == "all-minilm-l6-v2"
+    assert by_role["reranker"]["id"] == "all-minilm-l6-v2-rerank"
+    status = by_role["embedder"]["status"]
+    assert status["ok"] and status["deployment"] == "Embedder"
+    assert status["device"]["kind"] == "cpu" and status["device"]["degraded_reason"] is None
+    assert status["active"]["backend"] == "sentence-transformers"
+    assert status["batching"]["max_batch_size"] == 64  # from serve_config/profile user_config
+    assert status["dimensions"] == 384
+
+
+def test_openai_sdk_lists_models(cpu_app):
+    import openai
+
+    ids = {m.id for m in openai.OpenAI(base_url=f"{cpu_app}/v1", api_key="x").models.list()}
+    assert ids == {"all-minilm-l6-v2", "all-minilm-l6-v2-rerank"}
+
+
+def test_liveness_and_readiness(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "checks": {"embedder": {"ok": True}, "reranker": {"ok": True}}}
+
+
+def test_openapi_docs_are_served(client):
+    assert client.get("/docs").status_code == 200
+    spec = client.get("/openapi.json").json()
+    assert {"/v1/embeddings", "/v1/rerank", "/v1/models", "/healthz", "/readyz"} <= set(spec["paths"])

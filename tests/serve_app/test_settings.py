@@ -1,0 +1,120 @@
+"""Profiles, environment overrides and the Serve config: validated early, errors name the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from serve_app.settings import REPO_ROOT, ConfigError, load_settings
+
+
+def test_cpu_profile_fits_two_cores_with_fractional_cpus():
+    settings = load_settings("cpu")
+    roles = settings.models.roles()
+    assert set(roles) == {"embedder", "reranker"}
+    total = settings.ingress.num_cpus + sum(r.primary.num_cpus for r in roles.values())
+    assert total <= 2
+    assert all(0 < r.primary.num_cpus < 1 and r.primary.num_gpus == 0 for r in roles.values())
+    assert settings.ingress.max_ongoing_requests > 5
+    assert settings.offline is True
+
+
+def test_gpu_profile_uses_bge_models_on_fractional_gpus():
+    settings = load_settings("gpu")
+    embedder, reranker = settings.models.embedder.primary, settings.models.reranker.primary
+    assert embedder.chain[0].backend == "flag-embedding" and embedder.chain[0].model == "BAAI/bge-m3"
+    assert reranker.chain[0].model == "BAAI/bge-reranker-v2-m3"
+    assert embedder.num_gpus == reranker.num_gpus == 0.25
+    assert embedder.device == "cuda" and embedder.autoscaling is not None
+
+
+def test_environment_overrides_the_profile(monkeypatch):
+    monkeypatch.setenv("EDUSERVE_LIMITS__MAX_INPUTS_PER_REQUEST", "7")
+    monkeypatch.setenv("EDUSERVE_MODELS__EMBEDDER__PRIMARY__NUM_CPUS", "0.3")
+    settings = load_settings("cpu")
+    assert settings.limits.max_inputs_per_request == 7
+    assert settings.models.embedder.primary.num_cpus == 0.3
+    # the rest of the embedder's profile entry is kept (deep merge, not replace)
+    assert settings.models.embedder.primary.chain[0].backend == "sentence-transformers"
+
+
+def test_explicit_overrides_beat_the_environment(monkeypatch):
+    monkeypatch.setenv("EDUSERVE_LIMITS__MAX_INPUTS_PER_REQUEST", "7")
+    settings = load_settings("cpu", {"limits": {"max_inputs_per_request": 9}})
+    assert settings.limits.max_inputs_per_request == 9
+
+
+def test_profile_chosen_by_environment(monkeypatch):
+    monkeypatch.setenv("EDUSERVE_PROFILE", "gpu")
+    assert load_settings().models.embedder.served_model_name == "bge-m3"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"models": {"embedder": {"primary": {"num_cpus": -1}}}}, "models.embedder.primary.num_cpus"),
+        ({"models": {"reranker": {"primary": {"batching": {"max_batch_size": 0}}}}},
+         "models.reranker.primary.batching.max_batch_size"),
+        ({"models": {"embedder": {"primary": {"chian": []}}}}, "models.embedder.primary.chian"),
+        ({"models": {"embedder": {"primary": {"device": "tpu"}}}}, "models.embedder.primary.device"),
+        ({"ingress": {"max_ongoing_requests": 0}}, "ingress.max_ongoing_requests"),
+    ],
+)
+def test_invalid_config_names_the_bad_field(overrides, field):
+    with pytest.raises(ConfigError) as error:
+        load_settings("cpu", overrides)
+    assert field in str(error.value)
+
+
+def test_cross_field_rules_fail_at_start():
+    with pytest.raises(ConfigError, match="num_gpus > 0"):
+        load_settings("cpu", {"models": {"embedder": {"primary": {"device": "cuda"}}}})
+    with pytest.raises(ConfigError, match="unique"):
+        load_settings("cpu", {"models": {"reranker": {"primary": {"name": "Embedder"}}}})
+
+
+def test_unknown_profile_lists_the_known_ones():
+    with pytest.raises(ConfigError, match=r"known profiles: \['cpu', 'gpu'"):
+        load_settings("nope")
+
+
+def test_profile_may_be_a_path(tmp_path: Path):
+    data = yaml.safe_load((REPO_ROOT / "configs" / "cpu.yaml").read_text())
+    data["limits"] = {"max_input_chars": 100}
+    path = tmp_path / "custom.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert load_settings(str(path)).limits.max_input_chars == 100
+
+
+def test_serve_config_is_a_valid_ray_serve_config_building_the_app():
+    from ray._common.utils import import_attr
+    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
+    from ray.serve.schema import ServeDeploySchema
+
+    config = ServeDeploySchema.model_validate(yaml.safe_load((REPO_ROOT / "serve_config.yaml").read_text()))
+    (app,) = config.applications
+    builder = import_attr(app.import_path)
+    application = call_user_app_builder_with_args_if_necessary(builder, app.args)
+    names = {d.name for d in app.deployments}
+    assert names <= {"Ingress", "Embedder", "Reranker"}
+    assert application is not None
+
+
+def test_gpu_serve_config_is_valid_and_uses_the_gpu_profile():
+    from ray.serve.schema import ServeDeploySchema
+
+    config = ServeDeploySchema.model_validate(yaml.safe_load((REPO_ROOT / "configs" / "serve_gpu.yaml").read_text()))
+    (app,) = config.applications
+    assert app.import_path == "serve_app.app:build_app" and app.args == {"profile": "gpu"}
+
+
+def test_cluster_yaml_passes_rays_own_validation():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = prepare_config(yaml.safe_load((REPO_ROOT / "cluster.yaml").read_text()))
+    validate_config(config)
+    types = config["available_node_types"]
+    assert {"head", "gpu_worker", "cpu_worker"} <= set(types)
+    assert any("eduserve" in cmd and "[gpu]" in cmd for cmd in config["setup_commands"])
