@@ -11,7 +11,6 @@ from ray import serve
 from deployments.backends.base import EmbeddingBackend
 from deployments.backends.registry import EMBEDDING_BACKENDS
 from deployments.base import ModelReplica
-from deployments.common import run_in_token_budget
 
 
 @serve.deployment
@@ -23,7 +22,11 @@ class Embedder(ModelReplica):
     async def embed(self, texts: list[str]) -> dict[str, Any]:
         """Embed one request's texts. Each text joins the replica-wide batch queue on its own, so texts from
         concurrent requests share forward passes."""
-        results = await asyncio.gather(*(self._batch(text) for text in texts))
+        self.ongoing += 1
+        try:
+            results = await asyncio.gather(*(self._batch(text) for text in texts))
+        finally:
+            self.ongoing -= 1
         return {
             "embeddings": np.stack([vector for vector, _ in results]).astype(np.float32, copy=False),
             "token_counts": [tokens for _, tokens in results],
@@ -34,12 +37,7 @@ class Embedder(ModelReplica):
         # Runs on the replica's user-code loop on purpose: Serve receives requests on its own loop meanwhile, so
         # they are all waiting when this returns and the next batch is full. Offloading to a thread was measured
         # worse on 2 cores: GIL contention starved the loop and batches stayed near 3 instead of 13.
-        return self._forward(texts)
-
-    def _forward(self, texts: list[str]) -> list[tuple[np.ndarray, int]]:
-        lengths = self.backend.count_tokens(texts)
-        vectors, passes = run_in_token_budget(texts, lengths, self.batching.max_batch_tokens, self.backend.encode)
-        self.stats.record(len(texts), passes)
+        vectors, lengths = self._run_batch(texts, self.backend.count_tokens, self.backend.encode)
         return list(zip(vectors, lengths, strict=True))
 
     def _details(self) -> dict[str, Any]:

@@ -39,6 +39,29 @@ class BatchSettings(StrictModel):
     )
 
 
+class FaultInjection(StrictModel):
+    """Test and benchmark hooks, off by default: latency added to every forward pass, and failures while a
+    file exists (so a test can break and heal every replica of a deployment without redeploying)."""
+
+    added_latency_s: float = Field(0.0, ge=0, le=60)
+    fail_while_file_exists: str | None = None
+
+
+class ReplicaUserConfig(BatchSettings):
+    """What a model deployment receives as `user_config`; `reconfigure` applies it without a restart."""
+
+    fault_injection: FaultInjection = Field(default_factory=FaultInjection)
+
+
+class RequestRouterSpec(StrictModel):
+    """Ray Serve `request_router_config` for a deployment (replica choice within the deployment)."""
+
+    request_router_class: str = "deployments.gpu_router:GpuAwareRequestRouter"
+    request_router_kwargs: dict[str, Any] = Field(default_factory=dict)
+    request_routing_stats_period_s: float = Field(2.0, gt=0)
+    request_routing_stats_timeout_s: float = Field(5.0, gt=0)
+
+
 class AutoscalingSpec(StrictModel):
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(1, ge=1)
@@ -70,6 +93,8 @@ class DeploymentSpec(StrictModel):
     health_check_period_s: float = Field(10.0, gt=0)
     env: dict[str, str] = Field(default_factory=dict, description="environment variables of each replica")
     batching: BatchSettings = Field(default_factory=BatchSettings)
+    fault_injection: FaultInjection = Field(default_factory=FaultInjection)
+    request_router: RequestRouterSpec | None = None
 
     @model_validator(mode="after")
     def _device_matches_resources(self) -> DeploymentSpec:
@@ -85,6 +110,16 @@ class DeploymentSpec(StrictModel):
     def threads(self) -> int:
         return self.torch_threads or max(1, int(self.num_cpus))
 
+    @property
+    def tier(self) -> str:
+        """`gpu` for a deployment that reserves GPUs, else `cpu`: what the x-eduserve-device header reports."""
+        return "gpu" if self.num_gpus > 0 else "cpu"
+
+    def user_config(self) -> dict[str, Any]:
+        return ReplicaUserConfig(
+            **self.batching.model_dump(), fault_injection=self.fault_injection
+        ).model_dump()
+
     def serve_options(self) -> dict[str, Any]:
         """The `Deployment.options(...)` this spec stands for (serve_config.yaml may still override them)."""
         actor: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
@@ -98,8 +133,12 @@ class DeploymentSpec(StrictModel):
             "max_ongoing_requests": self.max_ongoing_requests,
             "max_queued_requests": self.max_queued_requests,
             "health_check_period_s": self.health_check_period_s,
-            "user_config": self.batching.model_dump(),
+            "user_config": self.user_config(),
         }
+        if self.request_router is not None:
+            from ray.serve.config import RequestRouterConfig
+
+            options["request_router_config"] = RequestRouterConfig(**self.request_router.model_dump())
         if self.autoscaling is not None:
             options["autoscaling_config"] = self.autoscaling.model_dump()
         else:
