@@ -26,10 +26,13 @@ class AppArgs(BaseModel):
 
 
 def bind_app(settings: Settings) -> Application:
-    handles = {}
+    handles: dict[str, dict[str, Application]] = {}
     for role, config in settings.models.roles().items():
-        deployment = DEPLOYMENT_CLASSES[role].options(**config.primary.serve_options())
-        handles[role] = deployment.bind(config.primary, settings.offline)
+        handles[role] = {}
+        for which, spec in (("primary", config.primary), ("fallback", config.fallback)):
+            if spec is not None:
+                deployment = DEPLOYMENT_CLASSES[role].options(**spec.serve_options())
+                handles[role][which] = deployment.bind(spec, settings.offline)
     ingress = settings.ingress
     return Ingress.options(
         name=ingress.name,

@@ -16,7 +16,7 @@ from serve_app.state import AppState
 @serve.deployment
 @serve.ingress()
 class Ingress:
-    def __init__(self, settings: Settings, handles: dict[str, DeploymentHandle]):
+    def __init__(self, settings: Settings, handles: dict[str, dict[str, DeploymentHandle]]):
         logging.getLogger("eduserve").setLevel(settings.log_level)
         self.state = AppState(settings, handles)
 

@@ -11,13 +11,15 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serve_app import request_trace
 from serve_app.errors import ErrorCode, error_response
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
 
 
 class RequestContextMiddleware:
-    """Puts the request id in `request.state.request_id` and adds `Server-Timing`.
+    """Puts the request id in `request.state.request_id`, adds `Server-Timing`, and the device headers of the
+    model calls made (`x-eduserve-device`, `x-eduserve-route`).
 
     Serve's proxy already accepts a client's `X-Request-ID` (or makes one), passes it in the request headers
     and returns it on the response, so this only reads it; a malformed or missing one is replaced here.
@@ -40,10 +42,15 @@ class RequestContextMiddleware:
                 elapsed_ms = (time.perf_counter() - started) * 1000
                 headers = list(message.get("headers", []))
                 headers.append((b"server-timing", f"app;dur={elapsed_ms:.1f}".encode()))
+                headers.extend(request_trace.headers())
                 message["headers"] = headers
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        token = request_trace.start()
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            request_trace.reset(token)
 
 
 class _BodyTooLarge(Exception):

@@ -1,55 +1,266 @@
-"""Every call from the ingress to a model deployment goes through a `ModelClient`.
+"""Every call from the ingress to a model goes through a `ModelRouter`: GPU first, CPU when the GPU is saturated,
+failing or missing, and Ray's failure modes turned into the API's errors in one place.
 
-It owns the per-call timeout and turns Ray's failure modes into the API's errors, so no route has to know them.
+Per role, a primary deployment (usually fractional GPUs) and an optional fallback deployment (CPU):
+- saturation: the primary's `max_queued_requests` makes Serve refuse at once (`BackPressureError`), and an
+  optional in-flight limit per ingress replica refuses before asking; either sends the call to the fallback
+  immediately, not after a timeout;
+- faults: a circuit breaker (purgatory) per primary opens after N consecutive failures or timeouts, sends all
+  traffic to the fallback while open, lets a probe through after `breaker_reset_s` and closes on its success;
+- a primary whose replica reports it found no usable GPU is skipped (configurable);
+- streams fall back only before their first chunk: after that the client has part of an answer.
+Every routed call is recorded for the response headers (x-eduserve-device) and in Serve metrics.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
+from purgatory import AsyncCircuitBreakerFactory
+from purgatory.domain.model import OpenedState
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 
+from deployments.spec import DeploymentSpec
+from serve_app import metrics, request_trace
 from serve_app.errors import EduserveError, ErrorCode
+from serve_app.settings import RoutingPolicy
 
 logger = logging.getLogger("eduserve.routing")
 
+UNAVAILABLE = (ActorDiedError, ActorUnavailableError, DeploymentUnavailableError, ReplicaUnavailableError, RayActorError)
+# Failures that count against the primary and send the call to the fallback.
+PRIMARY_FAULTS = (TimeoutError, RayTaskError, *UNAVAILABLE)
 
-class ModelClient:
-    def __init__(self, role: str, handle: DeploymentHandle, timeout_s: float):
+
+@dataclass
+class Target:
+    """One deployment of a role, as the ingress sees it."""
+
+    spec: DeploymentSpec
+    handle: DeploymentHandle
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def tier(self) -> str:
+        return self.spec.tier
+
+
+def api_error(role: str, exc: BaseException) -> EduserveError:
+    """The API error for a model call that failed with `exc` (and had nowhere else to go)."""
+    if isinstance(exc, EduserveError):
+        return exc
+    if isinstance(exc, BackPressureError):
+        return EduserveError(ErrorCode.OVERLOADED, f"the {role} is at capacity; retry shortly", {"Retry-After": "1"})
+    if isinstance(exc, TimeoutError):
+        return EduserveError(ErrorCode.TIMEOUT, f"the {role} did not answer in time")
+    if isinstance(exc, UNAVAILABLE):
+        return EduserveError(
+            ErrorCode.MODEL_UNAVAILABLE, f"the {role} is unavailable; retry shortly", {"Retry-After": "5"}
+        )
+    return EduserveError(ErrorCode.INTERNAL, f"the {role} failed to process the request")
+
+
+class ModelRouter:
+    def __init__(
+        self,
+        role: str,
+        primary: Target,
+        fallback: Target | None,
+        policy: RoutingPolicy,
+        call_timeout_s: float,
+        breakers: AsyncCircuitBreakerFactory,
+    ):
         self.role = role
-        self.handle = handle
-        self.timeout_s = timeout_s
+        self.primary = primary
+        self.fallback = fallback
+        self.policy = policy
+        self.call_timeout_s = call_timeout_s
+        self.breakers = breakers
+        self.inflight = 0
+        self.counts: Counter[str] = Counter()
+        self.primary_degraded: bool | None = None
+        self._probed_at = 0.0
+        self._probe: asyncio.Task | None = None
+
+    # ------------------------------------------------------------------ plain calls
 
     async def call(self, method: str, *args: Any, timeout_s: float | None = None, **kwargs: Any) -> Any:
-        response = getattr(self.handle, method).remote(*args, **kwargs)
+        """Call `method` on the primary, or on the fallback when the primary cannot take it."""
+        timeout_s = timeout_s or self.call_timeout_s
+        if self.fallback is None:
+            self._record(self.primary, "primary")
+            return await self._call_or_raise(self.primary, method, args, kwargs, timeout_s)
+        reason = self._reason_to_skip_primary()
+        if reason is None:
+            try:
+                async with await self._breaker():
+                    self.inflight += 1
+                    try:
+                        result = await _call(self.primary, method, args, kwargs, self.policy.primary_timeout_s)
+                    finally:
+                        self.inflight -= 1
+            except (OpenedState, BackPressureError, *PRIMARY_FAULTS) as exc:
+                reason = self._fallback_reason(exc)
+            else:
+                self._record(self.primary, "primary")
+                return result
+        self._record(self.fallback, reason)
+        return await self._call_or_raise(self.fallback, method, args, kwargs, timeout_s)
+
+    async def call_target(self, which: str, method: str, *args: Any, timeout_s: float | None = None) -> Any:
+        """Call one named deployment of the role directly (status and readiness checks; not recorded)."""
+        target = self.primary if which == "primary" else self.fallback
+        if target is None:
+            raise ValueError(f"{self.role} has no {which} deployment")
+        return await self._call_or_raise(target, method, args, {}, timeout_s or self.call_timeout_s)
+
+    async def _call_or_raise(self, target: Target, method: str, args, kwargs, timeout_s: float) -> Any:
         try:
-            return await asyncio.wait_for(_resolve(response), timeout_s or self.timeout_s)
-        except BackPressureError:
-            raise EduserveError(
-                ErrorCode.OVERLOADED, f"the {self.role} is at capacity; retry shortly", {"Retry-After": "1"}
-            ) from None
-        except TimeoutError:
-            response.cancel()
-            raise EduserveError(ErrorCode.TIMEOUT, f"the {self.role} did not answer in time") from None
-        except (
-            ActorDiedError,
-            ActorUnavailableError,
-            DeploymentUnavailableError,
-            ReplicaUnavailableError,
-            RayActorError,
-        ) as exc:
-            logger.warning("%s unavailable: %s", self.role, exc)
-            raise EduserveError(
-                ErrorCode.MODEL_UNAVAILABLE, f"the {self.role} is unavailable; retry shortly", {"Retry-After": "5"}
-            ) from None
-        except RayTaskError as exc:
-            logger.error("%s failed: %s", self.role, exc)
-            raise EduserveError(ErrorCode.INTERNAL, f"the {self.role} failed to process the request") from None
+            return await _call(target, method, args, kwargs, timeout_s)
+        except (BackPressureError, *PRIMARY_FAULTS) as exc:
+            if isinstance(exc, RayTaskError):
+                logger.error("%s %s failed: %s", self.role, target.name, exc)
+            raise api_error(self.role, exc) from None
+
+    # ------------------------------------------------------------------ streams
+
+    async def stream(self, method: str, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        """Stream from the primary; fall back only if it fails before yielding its first chunk."""
+        target = self.primary
+        if self.fallback is not None:
+            reason = self._reason_to_skip_primary()
+            if reason is None:
+                chunks = None
+                try:
+                    async with await self._breaker():
+                        chunks = _stream(self.primary, method, args, kwargs)
+                        first = await asyncio.wait_for(anext(chunks, _END), self.policy.primary_timeout_s)
+                except (OpenedState, BackPressureError, *PRIMARY_FAULTS) as exc:
+                    if chunks is not None:
+                        chunks.cancel()
+                    reason = self._fallback_reason(exc)
+                else:
+                    self._record(self.primary, "primary")
+                    if first is not _END:
+                        yield first
+                        async for chunk in _mapped(self.role, chunks):
+                            yield chunk
+                    return
+            target = self.fallback
+            self._record(target, reason)
+        else:
+            self._record(target, "primary")
+        async for chunk in _mapped(self.role, _stream(target, method, args, kwargs)):
+            yield chunk
+
+    # ------------------------------------------------------------------ state
+
+    async def _breaker(self):
+        return await self.breakers.get_breaker(
+            self.primary.name, threshold=self.policy.breaker_failure_threshold, ttl=self.policy.breaker_reset_s
+        )
+
+    def _fallback_reason(self, exc: BaseException) -> str:
+        if isinstance(exc, OpenedState):
+            return "breaker_open"
+        if isinstance(exc, BackPressureError):
+            return "saturated"
+        logger.warning("%s primary %s failed (%s); using %s", self.role, self.primary.name, type(exc).__name__,
+                       self.fallback.name if self.fallback else "nothing")
+        return "fault"
+
+    def _reason_to_skip_primary(self) -> str | None:
+        if self.policy.degraded_primary_is_unavailable:
+            self._maybe_probe_primary()
+            if self.primary_degraded:
+                return "primary_degraded"
+        limit = self.policy.primary_max_inflight
+        if limit is not None and self.inflight >= limit:
+            return "saturated"
+        return None
+
+    def _maybe_probe_primary(self) -> None:
+        """Refresh, in the background, whether the primary's replica runs on the device it asked for."""
+        now = time.monotonic()
+        if self._probe is not None and not self._probe.done():
+            return
+        if now - self._probed_at < self.policy.health_probe_period_s and self._probed_at:
+            return
+        self._probed_at = now
+        self._probe = asyncio.get_running_loop().create_task(self._probe_primary())
+
+    async def _probe_primary(self) -> None:
+        try:
+            info = await _call(self.primary, "info", (), {}, 10.0)
+        except Exception as exc:  # an unreachable primary is the breaker's business, not the probe's
+            logger.debug("%s primary probe failed: %s", self.role, exc)
+            return
+        degraded = bool(info.get("device", {}).get("degraded_reason"))
+        if degraded and not self.primary_degraded:
+            logger.warning("%s primary %s runs without its GPU (%s); routing to %s", self.role,
+                           self.primary.name, info["device"]["degraded_reason"],
+                           self.fallback.name if self.fallback else "it anyway")
+        self.primary_degraded = degraded
+
+    def _record(self, target: Target, reason: str) -> None:
+        self.counts[reason] += 1
+        request_trace.record(self.role, target.tier, target.name)
+        metrics.record_route(self.role, target.tier, reason)
+
+    async def status(self) -> dict[str, Any]:
+        breaker = (await self._breaker()).context.state if self.fallback is not None else None
+        return {
+            "primary": self.primary.name,
+            "fallback": self.fallback.name if self.fallback else None,
+            "breaker": breaker,
+            "primary_degraded": self.primary_degraded,
+            "inflight_primary": self.inflight,
+            "counts": dict(self.counts),
+        }
 
 
-async def _resolve(response: Any) -> Any:
+async def _call(target: Target, method: str, args, kwargs, timeout_s: float) -> Any:
+    response = getattr(target.handle, method).remote(*args, **kwargs)
+    try:
+        return await asyncio.wait_for(_await(response), timeout_s)
+    except TimeoutError:
+        response.cancel()  # Serve cancels the request in the replica too
+        raise
+
+
+async def _await(response: Any) -> Any:
     return await response
+
+
+def _stream(target: Target, method: str, args, kwargs) -> Any:
+    return getattr(target.handle.options(stream=True), method).remote(*args, **kwargs)
+
+
+async def _mapped(role: str, chunks: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    try:
+        async for chunk in chunks:
+            yield chunk
+    except (BackPressureError, *PRIMARY_FAULTS) as exc:
+        raise api_error(role, exc) from None
+
+
+_END = object()
+
+
+def make_breakers() -> AsyncCircuitBreakerFactory:
+    """Circuit breakers keyed by primary deployment name (threshold and reset time come from each role's policy).
+    Backpressure is saturation, not a fault: it never counts towards opening a breaker."""
+    factory = AsyncCircuitBreakerFactory(exclude=[BackPressureError])
+    factory.add_listener(metrics.breaker_listener)
+    return factory

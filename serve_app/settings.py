@@ -55,12 +55,34 @@ class IngressSettings(StrictModel):
     readiness_timeout_s: float = Field(5.0, gt=0, description="each model's answer to /readyz")
 
 
+class RoutingPolicy(StrictModel):
+    """How the ingress picks between a role's primary (GPU) and fallback (CPU) deployment."""
+
+    primary_max_inflight: int | None = Field(
+        None, ge=1, description="calls in flight to the primary per ingress replica before overflowing to fallback"
+    )
+    primary_timeout_s: float = Field(30.0, gt=0, description="a primary call slower than this counts as a failure")
+    breaker_failure_threshold: int = Field(3, ge=1, description="consecutive primary failures that open the breaker")
+    breaker_reset_s: float = Field(15.0, gt=0, description="open time before a half-open probe")
+    degraded_primary_is_unavailable: bool = Field(
+        True, description="skip a primary whose replica reports it found no usable GPU"
+    )
+    health_probe_period_s: float = Field(10.0, gt=0, description="how often to refresh the primary's device report")
+
+
 class RoleConfig(StrictModel):
-    """One model role (embedder, reranker, ...): the name clients use and the deployment that serves it."""
+    """One model role (embedder, reranker, ...): the name clients use and the deployments that serve it."""
 
     served_model_name: str = Field(min_length=1, pattern=r"^[\w.\-/:]+$")
     aliases: list[str] = Field(default_factory=list, description="other names accepted in `model`")
     primary: DeploymentSpec
+    fallback: DeploymentSpec | None = Field(
+        None, description="a CPU deployment that takes the overflow and the traffic while the primary fails"
+    )
+    routing: RoutingPolicy = Field(default_factory=RoutingPolicy)
+
+    def deployments(self) -> list[DeploymentSpec]:
+        return [self.primary] + ([self.fallback] if self.fallback else [])
 
 
 class ModelsConfig(StrictModel):
@@ -87,7 +109,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _unique_names(self) -> Settings:
-        names = [self.ingress.name] + [role.primary.name for role in self.models.roles().values()]
+        names = [self.ingress.name] + [
+            spec.name for role in self.models.roles().values() for spec in role.deployments()
+        ]
         duplicates = {n for n in names if names.count(n) > 1}
         if duplicates:
             raise ValueError(f"deployment names must be unique, repeated: {sorted(duplicates)}")

@@ -1,4 +1,4 @@
-"""What the ingress replica holds: settings, the model catalog, one ModelClient per role, the services."""
+"""What the ingress replica holds: settings, the model catalog, one ModelRouter per role, the services."""
 
 from __future__ import annotations
 
@@ -10,42 +10,66 @@ from ray.serve.handle import DeploymentHandle
 
 from serve_app.catalog import ModelCatalog
 from serve_app.errors import EduserveError
-from serve_app.routing import ModelClient
+from serve_app.routing import ModelRouter, Target, make_breakers
 from serve_app.services.embeddings import EmbeddingService
 from serve_app.services.rerank import RerankService
 from serve_app.settings import Settings
 
 
 class AppState:
-    def __init__(self, settings: Settings, handles: dict[str, DeploymentHandle]):
+    def __init__(self, settings: Settings, handles: dict[str, dict[str, DeploymentHandle]]):
         self.settings = settings
         self.started = int(time.time())
         self.catalog = ModelCatalog(settings.models.roles())
-        timeout = settings.ingress.model_call_timeout_s
-        self.clients = {role: ModelClient(role, handle, timeout) for role, handle in handles.items()}
-        self.embeddings = EmbeddingService(self.clients["embedder"], self.catalog, settings.limits)
-        self.rerank = RerankService(self.clients["reranker"], self.catalog, settings.limits)
+        breakers = make_breakers()
+        self.routers: dict[str, ModelRouter] = {}
+        for role, config in settings.models.roles().items():
+            fallback = Target(config.fallback, handles[role]["fallback"]) if config.fallback else None
+            self.routers[role] = ModelRouter(
+                role,
+                Target(config.primary, handles[role]["primary"]),
+                fallback,
+                config.routing,
+                settings.ingress.model_call_timeout_s,
+                breakers,
+            )
+        self.embeddings = EmbeddingService(self.routers["embedder"], self.catalog, settings.limits)
+        self.rerank = RerankService(self.routers["reranker"], self.catalog, settings.limits)
 
-    async def _info(self, role: str) -> dict[str, Any]:
+    async def _deployment_info(self, router: ModelRouter, which: str) -> dict[str, Any]:
         try:
-            info = await self.clients[role].call("info", timeout_s=self.settings.ingress.readiness_timeout_s)
+            info = await router.call_target(which, "info", timeout_s=self.settings.ingress.readiness_timeout_s)
             return {"ok": True, **info}
         except EduserveError as exc:
             return {"ok": False, "error": exc.message}
 
-    async def _all_info(self) -> dict[str, dict[str, Any]]:
-        roles = list(self.clients)
-        reports = await asyncio.gather(*(self._info(role) for role in roles))
+    async def _role_status(self, router: ModelRouter) -> dict[str, Any]:
+        which = ["primary"] + (["fallback"] if router.fallback else [])
+        infos = await asyncio.gather(*(self._deployment_info(router, w) for w in which))
+        deployments = dict(zip(which, infos, strict=True))
+        return {
+            # A role is up when any of its deployments answers: the router sends traffic where it can.
+            "ok": any(info["ok"] for info in deployments.values()),
+            "routing": await router.status(),
+            "deployments": deployments,
+        }
+
+    async def _all_status(self) -> dict[str, dict[str, Any]]:
+        roles = list(self.routers)
+        reports = await asyncio.gather(*(self._role_status(self.routers[role]) for role in roles))
         return dict(zip(roles, reports, strict=True))
 
     async def readiness(self) -> dict[str, dict[str, Any]]:
-        return {
-            role: {"ok": report["ok"], **({"error": report["error"]} if not report["ok"] else {})}
-            for role, report in (await self._all_info()).items()
-        }
+        checks = {}
+        for role, status in (await self._all_status()).items():
+            check: dict[str, Any] = {"ok": status["ok"]}
+            for which, info in status["deployments"].items():
+                check[which] = info["ok"] if info["ok"] else info["error"]
+            checks[role] = check
+        return checks
 
     async def list_models(self) -> dict[str, Any]:
-        reports = await self._all_info()
+        statuses = await self._all_status()
         data = [
             {
                 "id": model.name,
@@ -54,7 +78,7 @@ class AppState:
                 "owned_by": "eduserve",
                 "role": role,
                 "aliases": list(model.aliases),
-                "status": reports.get(role),
+                "status": statuses.get(role),
             }
             for role, model in self.catalog.by_role.items()
         ]

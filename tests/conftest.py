@@ -29,20 +29,30 @@ class RayServe:
     """The Ray instance this test session runs on, and the app deployed on it."""
 
     ray_kwargs: dict[str, Any] | None = None
+    cluster: Any = None
     app_key: Any = None
     base_url: str | None = None
     port: int = field(default_factory=free_port)
 
     def ensure_ray(self, **ray_kwargs: Any) -> None:
+        """A local Ray with these resources; `nodes=[{...}, ...]` makes a multi-node `Cluster` (head first)."""
         import ray
         from ray import serve
 
         if ray.is_initialized() and self.ray_kwargs == ray_kwargs:
             return
-        if ray.is_initialized():
-            serve.shutdown()
-            ray.shutdown()
-        ray.init(include_dashboard=False, logging_level="WARNING", **ray_kwargs)
+        self.shutdown()
+        if "nodes" in ray_kwargs:
+            from ray.cluster_utils import Cluster
+
+            head, *workers = ray_kwargs["nodes"]
+            self.cluster = Cluster(initialize_head=True, head_node_args=head)
+            for worker in workers:
+                self.cluster.add_node(**worker)
+            self.cluster.wait_for_nodes()
+            ray.init(address=self.cluster.address, logging_level="WARNING")
+        else:
+            ray.init(include_dashboard=False, logging_level="WARNING", **ray_kwargs)
         self.ray_kwargs = ray_kwargs
         self.app_key = None
         self.port = free_port()
@@ -66,6 +76,10 @@ class RayServe:
         if ray.is_initialized():
             serve.shutdown()
             ray.shutdown()
+        if self.cluster is not None:
+            self.cluster.shutdown()
+            self.cluster = None
+        self.ray_kwargs = None
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import numpy as np
 from serve_app.catalog import ModelCatalog
 from serve_app.errors import EduserveError, ErrorCode
 from serve_app.protocol.embeddings import EmbeddingRequest
-from serve_app.routing import ModelClient
+from serve_app.routing import ModelRouter
 from serve_app.settings import LimitSettings
 
 
@@ -34,7 +34,7 @@ def encode_vector(vector: np.ndarray, encoding_format: str) -> list[float] | str
 
 
 class EmbeddingService:
-    def __init__(self, client: ModelClient, catalog: ModelCatalog, limits: LimitSettings):
+    def __init__(self, client: ModelRouter, catalog: ModelCatalog, limits: LimitSettings):
         self.client = client
         self.catalog = catalog
         self.limits = limits

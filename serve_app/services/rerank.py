@@ -7,13 +7,13 @@ from typing import Any
 
 from serve_app.catalog import ModelCatalog
 from serve_app.protocol.rerank import RerankRequest
-from serve_app.routing import ModelClient
+from serve_app.routing import ModelRouter
 from serve_app.services.embeddings import check_text_limits
 from serve_app.settings import LimitSettings
 
 
 class RerankService:
-    def __init__(self, client: ModelClient, catalog: ModelCatalog, limits: LimitSettings):
+    def __init__(self, client: ModelRouter, catalog: ModelCatalog, limits: LimitSettings):
         self.client = client
         self.catalog = catalog
         self.limits = limits

@@ -118,3 +118,26 @@ def test_cluster_yaml_passes_rays_own_validation():
     types = config["available_node_types"]
     assert {"head", "gpu_worker", "cpu_worker"} <= set(types)
     assert any("eduserve" in cmd and "[gpu]" in cmd for cmd in config["setup_commands"])
+
+
+def test_kuberay_manifest_carries_the_gpu_serve_config():
+    from ray.serve.schema import ServeDeploySchema
+
+    manifest = yaml.safe_load((REPO_ROOT / "configs" / "rayservice.yaml").read_text())
+    assert manifest["kind"] == "RayService"
+    embedded = yaml.safe_load(manifest["spec"]["serveConfigV2"])
+    assert embedded == yaml.safe_load((REPO_ROOT / "configs" / "serve_gpu.yaml").read_text())
+    ServeDeploySchema.model_validate(embedded)
+    groups = {g["groupName"]: g for g in manifest["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
+    gpu_limits = groups["gpu"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert gpu_limits["nvidia.com/gpu"] == "1" and "cpu" in groups
+
+
+def test_gpu_profile_declares_cpu_fallbacks_and_the_gpu_request_router():
+    settings = load_settings("gpu")
+    for role in settings.models.roles().values():
+        assert role.primary.tier == "gpu" and role.fallback is not None and role.fallback.tier == "cpu"
+        options = role.primary.serve_options()
+        assert options["request_router_config"].request_router_class == "deployments.gpu_router:GpuAwareRequestRouter"
+        assert options["max_queued_requests"] > 0  # saturation turns into an immediate fallback
+        assert "autoscaling_config" in role.fallback.serve_options()

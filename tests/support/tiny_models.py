@@ -37,12 +37,33 @@ def _save(model, path: Path) -> Path:
 
 
 def build_tiny_encoder(path: Path, seed: int = 0) -> Path:
-    """A 2-layer BERT encoder: loads as BGE-M3 (FlagEmbedding), FlagModel or SentenceTransformer."""
+    """A 2-layer BERT encoder: loads as BGE-M3 (FlagEmbedding), FlagModel or SentenceTransformer.
+
+    Like the real BAAI/bge-m3 repository it carries a sentence-transformers config (CLS pooling, normalised),
+    so both backends produce the same vectors and a CPU fallback stays in the primary's vector space.
+    """
     import torch
     from transformers import BertModel
 
     torch.manual_seed(seed)
-    return _save(BertModel(_config()), path)
+    _save(BertModel(_config()), path)
+    _write_json(path / "modules.json", [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+    ])
+    _write_json(path / "sentence_bert_config.json", {"max_seq_length": 512, "do_lower_case": False})
+    _write_json(path / "1_Pooling" / "config.json", {"word_embedding_dimension": 32, "pooling_mode_cls_token": True,
+                                                     "pooling_mode_mean_tokens": False})
+    (path / "2_Normalize").mkdir(exist_ok=True)
+    return path
+
+
+def _write_json(path: Path, data) -> None:
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
 
 
 def build_tiny_cross_encoder(path: Path, seed: int = 0) -> Path:

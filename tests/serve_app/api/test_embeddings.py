@@ -48,6 +48,8 @@ def test_response_shape_and_usage(client, reference):
     assert body["usage"] == {"prompt_tokens": tokens, "total_tokens": tokens}
     assert response.headers["x-request-id"]
     assert response.headers["server-timing"].startswith("app;dur=")
+    assert response.headers["x-eduserve-device"] == "cpu"
+    assert response.headers["x-eduserve-route"] == "embedder=cpu"
 
 
 def test_similar_sentences_score_above_unrelated_ones(client):
@@ -90,7 +92,7 @@ def test_openai_sdk_works_unmodified(cpu_app, reference):
 
 def embedder_stats(client: httpx.Client) -> dict:
     models = client.get("/v1/models").json()["data"]
-    return next(m for m in models if m["role"] == "embedder")["status"]["stats"]
+    return next(m for m in models if m["role"] == "embedder")["status"]["deployments"]["primary"]["stats"]
 
 
 def test_batching_batches_concurrent_requests(client, cpu_app):

@@ -9,8 +9,10 @@ def test_models_lists_each_role_with_its_replica_status(client):
     by_role = {m["role"]: m for m in body["data"]}
     assert by_role["embedder"]["id"] == "all-minilm-l6-v2"
     assert by_role["reranker"]["id"] == "all-minilm-l6-v2-rerank"
-    status = by_role["embedder"]["status"]
-    assert status["ok"] and status["deployment"] == "Embedder"
+    role_status = by_role["embedder"]["status"]
+    assert role_status["ok"] and role_status["routing"]["fallback"] is None
+    status = role_status["deployments"]["primary"]
+    assert status["ok"] and status["deployment"] == "Embedder" and status["tier"] == "cpu"
     assert status["device"]["kind"] == "cpu" and status["device"]["degraded_reason"] is None
     assert status["active"]["backend"] == "sentence-transformers"
     assert status["batching"]["max_batch_size"] == 64  # from serve_config/profile user_config
@@ -28,7 +30,10 @@ def test_liveness_and_readiness(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "checks": {"embedder": {"ok": True}, "reranker": {"ok": True}}}
+    assert ready.json() == {
+        "status": "ready",
+        "checks": {"embedder": {"ok": True, "primary": True}, "reranker": {"ok": True, "primary": True}},
+    }
 
 
 def test_openapi_docs_are_served(client):

@@ -1,0 +1,36 @@
+"""Which deployments served the current request, for the `x-eduserve-device` / `x-eduserve-route` headers.
+
+The middleware starts a trace per request (a list in a ContextVar); the router appends to it. The list is
+shared by reference, so entries made anywhere below the middleware in the same request are visible to it.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar, Token
+
+_TRACE: ContextVar[list[tuple[str, str, str]] | None] = ContextVar("eduserve_route_trace", default=None)
+
+
+def start() -> Token:
+    return _TRACE.set([])
+
+
+def reset(token: Token) -> None:
+    _TRACE.reset(token)
+
+
+def record(role: str, tier: str, deployment: str) -> None:
+    trace = _TRACE.get()
+    if trace is not None:
+        trace.append((role, tier, deployment))
+
+
+def headers() -> list[tuple[bytes, bytes]]:
+    """`x-eduserve-device: gpu|cpu` (or `mixed`) and `x-eduserve-route: role=tier,...` for the calls made."""
+    trace = _TRACE.get()
+    if not trace:
+        return []
+    tiers = {tier for _, tier, _ in trace}
+    device = tiers.pop() if len(tiers) == 1 else "mixed"
+    route = ",".join(f"{role}={tier}" for role, tier, _ in trace)
+    return [(b"x-eduserve-device", device.encode()), (b"x-eduserve-route", route.encode())]
