@@ -1,0 +1,83 @@
+"""Scale-out on a multi-node Ray (`ray.cluster_utils.Cluster`): a CPU head plus a worker with a logical GPU.
+
+GPU deployments must land on the GPU node (four 0.25-GPU replicas packed onto its one GPU), CPU deployments and
+the ingress on the head, and requests must flow across nodes.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import httpx
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.gpu_profile
+
+CLUSTER = {"nodes": [{"num_cpus": 3}, {"num_cpus": 4, "num_gpus": 1}]}
+
+
+@pytest.fixture(scope="module")
+def cluster_app(ray_serve, tiny_models):
+    from serve_app.app import AppArgs, build_app
+
+    encoder, cross = str(tiny_models["encoder"]), str(tiny_models["cross_encoder"])
+    gpu = {"autoscaling": None, "num_replicas": 2, "num_cpus": 1}
+    cpu = {"autoscaling": None, "num_replicas": 1, "num_cpus": 1, "torch_threads": 1}
+    overrides = {
+        "offline": True,
+        "ingress": {"num_replicas": 1, "num_cpus": 1},
+        "models": {
+            "embedder": {
+                "routing": {"degraded_primary_is_unavailable": False},
+                "primary": {"chain": [{"backend": "flag-embedding", "model": encoder}], **gpu},
+                "fallback": {"chain": [{"backend": "sentence-transformers", "model": encoder}], **cpu},
+            },
+            "reranker": {
+                "routing": {"degraded_primary_is_unavailable": False},
+                "primary": {"chain": [{"backend": "flag-reranker", "model": cross}], **gpu},
+                "fallback": {"chain": [{"backend": "cross-encoder", "model": cross}], **cpu},
+            },
+        },
+    }
+    return ray_serve.deploy("multinode", build_app(AppArgs(profile="gpu", overrides=overrides)), **CLUSTER)
+
+
+def replica_nodes() -> dict[str, set[str]]:
+    """Serve replica actors by deployment name → the node ids they run on."""
+    from ray.util.state import list_actors
+
+    nodes: dict[str, set[str]] = defaultdict(set)
+    for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=1000):
+        name = actor.name or ""
+        if name.startswith("SERVE_REPLICA::"):
+            deployment = name.split("#")[1]
+            nodes[deployment].add(actor.node_id)
+    return nodes
+
+
+def test_gpu_deployments_on_the_gpu_node_cpu_deployments_on_the_head(cluster_app):
+    import ray
+
+    by_gpu = {node["NodeID"]: node["Resources"].get("GPU", 0) for node in ray.nodes() if node["Alive"]}
+    gpu_node = next(node for node, gpus in by_gpu.items() if gpus)
+    head = next(node for node, gpus in by_gpu.items() if not gpus)
+    placement = replica_nodes()
+    assert placement["EmbedderGPU"] == {gpu_node} and placement["RerankerGPU"] == {gpu_node}
+    assert placement["EmbedderCPU"] == {head} and placement["RerankerCPU"] == {head}
+    assert placement["Ingress"] == {head}
+    assert ray.available_resources().get("GPU", 0) == 0  # four 0.25-GPU replicas fill the one GPU
+
+
+def test_requests_cross_nodes(cluster_app, tiny_models):
+    from FlagEmbedding import BGEM3FlagModel
+
+    texts = ["a sentence on the head node", "served from the GPU node"]
+    response = httpx.post(f"{cluster_app}/v1/embeddings", json={"input": texts}, timeout=60)
+    assert response.status_code == 200, response.text
+    assert response.headers["x-eduserve-device"] == "gpu"
+    served = np.array([d["embedding"] for d in response.json()["data"]])
+    reference = BGEM3FlagModel(str(tiny_models["encoder"]), use_fp16=False, devices="cpu").encode(texts)["dense_vecs"]
+    assert np.min(np.sum(served * reference, axis=1)) >= 0.999
+    rerank = httpx.post(f"{cluster_app}/v1/rerank", json={"query": "q", "documents": texts}, timeout=60)
+    assert rerank.status_code == 200 and rerank.headers["x-eduserve-device"] == "gpu"
