@@ -26,6 +26,7 @@ run: models
 	$(BIN)/eduserve run
 
 test: models
+	$(BIN)/ruff check serve_app deployments tests bench
 	$(BIN)/pytest
 
 status:
@@ -33,6 +34,7 @@ status:
 
 bench: models
 	$(BIN)/python bench/embeddings.py
+	$(BIN)/python bench/routing.py
 
 lint: install
 	$(BIN)/ruff check serve_app deployments tests bench
