@@ -17,34 +17,41 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-logger = logging.getLogger("eduserve.errors")
+logger = logging.getLogger("ray.serve.eduserve.errors")
 
 
 class ErrorCode(Enum):
-    """(HTTP status, error type) per code. The only place a status code is chosen."""
+    """(code, HTTP status, error type) per kind of error. The only place a status code is chosen.
+    The code string is part of each value so that two kinds with the same status never alias."""
 
-    VALIDATION_ERROR = (422, "invalid_request_error")
-    BAD_REQUEST = (400, "invalid_request_error")
-    PAYLOAD_TOO_LARGE = (413, "invalid_request_error")
-    MODEL_NOT_FOUND = (404, "invalid_request_error")
-    NOT_FOUND = (404, "not_found_error")
-    METHOD_NOT_ALLOWED = (405, "invalid_request_error")
-    UNSUPPORTED_MEDIA_TYPE = (415, "invalid_request_error")
-    UNAUTHORIZED = (401, "authentication_error")
-    FORBIDDEN = (403, "permission_error")
-    RATE_LIMITED = (429, "rate_limit_error")
-    OVERLOADED = (503, "server_overloaded")
-    MODEL_UNAVAILABLE = (503, "server_error")
-    TIMEOUT = (504, "server_error")
-    INTERNAL = (500, "server_error")
+    VALIDATION_ERROR = ("validation_error", 422, "invalid_request_error")
+    BAD_REQUEST = ("bad_request", 400, "invalid_request_error")
+    PAYLOAD_TOO_LARGE = ("payload_too_large", 413, "invalid_request_error")
+    MODEL_NOT_FOUND = ("model_not_found", 404, "invalid_request_error")
+    NOT_FOUND = ("not_found", 404, "not_found_error")
+    METHOD_NOT_ALLOWED = ("method_not_allowed", 405, "invalid_request_error")
+    UNSUPPORTED_MEDIA_TYPE = ("unsupported_media_type", 415, "invalid_request_error")
+    UNAUTHORIZED = ("unauthorized", 401, "authentication_error")
+    FORBIDDEN = ("forbidden", 403, "permission_error")
+    RATE_LIMITED = ("rate_limited", 429, "rate_limit_error")
+    OVERLOADED = ("overloaded", 503, "server_overloaded")
+    MODEL_UNAVAILABLE = ("model_unavailable", 503, "server_error")
+    DATABASE_UNAVAILABLE = ("database_unavailable", 503, "server_error")
+    CONFLICT = ("conflict", 409, "invalid_request_error")
+    TIMEOUT = ("timeout", 504, "server_error")
+    INTERNAL = ("internal", 500, "server_error")
 
     @property
-    def status(self) -> int:
+    def code(self) -> str:
         return self.value[0]
 
     @property
-    def type(self) -> str:
+    def status(self) -> int:
         return self.value[1]
+
+    @property
+    def type(self) -> str:
+        return self.value[2]
 
 
 _STATUS_TO_CODE = {
@@ -52,6 +59,7 @@ _STATUS_TO_CODE = {
     401: ErrorCode.UNAUTHORIZED,
     403: ErrorCode.FORBIDDEN,
     404: ErrorCode.NOT_FOUND,
+    409: ErrorCode.CONFLICT,
     405: ErrorCode.METHOD_NOT_ALLOWED,
     413: ErrorCode.PAYLOAD_TOO_LARGE,
     415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
@@ -73,7 +81,7 @@ class EduserveError(Exception):
 
 
 def error_body(code: ErrorCode, message: str) -> dict[str, Any]:
-    return {"error": {"type": code.type, "message": message, "code": code.name.lower()}}
+    return {"error": {"type": code.type, "message": message, "code": code.code}}
 
 
 def error_response(code: ErrorCode, message: str, headers: dict[str, str] | None = None) -> JSONResponse:

@@ -1,0 +1,1 @@
+"""Storage under the ingress: PostgreSQL + pgvector (asyncpg), Redis, an in-process L1 cache, embedded servers."""

