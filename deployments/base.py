@@ -23,7 +23,7 @@ from deployments.common import (
 from deployments.gpu_stats import read_gpu_stats
 from deployments.spec import DeploymentSpec, ReplicaUserConfig
 
-logger = logging.getLogger("eduserve.deployments")
+logger = logging.getLogger("ray.serve.eduserve.deployments")
 
 
 class InjectedFault(RuntimeError):

@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 
 from deployments.spec import BackendSpec, BatchSettings
 
-logger = logging.getLogger("eduserve.deployments")
+logger = logging.getLogger("ray.serve.eduserve.deployments")
 
 B = TypeVar("B")
 

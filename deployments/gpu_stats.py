@@ -6,7 +6,7 @@ import logging
 import os
 from typing import Any
 
-logger = logging.getLogger("eduserve.deployments")
+logger = logging.getLogger("ray.serve.eduserve.deployments")
 
 
 def read_gpu_stats(torch_device: str) -> dict[str, Any] | None:

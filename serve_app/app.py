@@ -5,12 +5,13 @@ It reads and validates the profile, binds one deployment per model role and the 
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from ray.serve import Application
 
 from deployments.embedder import Embedder
 from deployments.reranker import Reranker
 from serve_app.ingress import Ingress
+from serve_app.security.tokens import load_or_create_secret
 from serve_app.settings import Settings, load_settings
 
 DEPLOYMENT_CLASSES = {"embedder": Embedder, "reranker": Reranker}
@@ -25,7 +26,17 @@ class AppArgs(BaseModel):
     overrides: dict[str, Any] = Field(default_factory=dict, description="settings merged over the profile")
 
 
+def with_local_secrets(settings: Settings) -> Settings:
+    """Fill in the HS256 key when none is configured: created once under data_dir, so every replica (and every
+    restart) signs and verifies with the same key. Multi-node deployments should set EDUSERVE_AUTH__JWT_SECRET."""
+    if settings.auth.jwt_algorithm != "HS256" or settings.auth.jwt_secret is not None:
+        return settings
+    secret = load_or_create_secret(settings.data_dir / "secrets" / "jwt_secret")
+    return settings.model_copy(update={"auth": settings.auth.model_copy(update={"jwt_secret": SecretStr(secret)})})
+
+
 def bind_app(settings: Settings) -> Application:
+    settings = with_local_secrets(settings)
     handles: dict[str, dict[str, Application]] = {}
     for role, config in settings.models.roles().items():
         handles[role] = {}

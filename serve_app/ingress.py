@@ -17,7 +17,7 @@ from serve_app.state import AppState
 @serve.ingress()
 class Ingress:
     def __init__(self, settings: Settings, handles: dict[str, dict[str, DeploymentHandle]]):
-        logging.getLogger("eduserve").setLevel(settings.log_level)
+        logging.getLogger("ray.serve.eduserve").setLevel(settings.log_level)
         self.state = AppState(settings, handles)
 
     def __serve_build_asgi_app__(self) -> FastAPI:

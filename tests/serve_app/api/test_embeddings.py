@@ -77,10 +77,10 @@ def test_model_may_be_omitted_or_given_by_alias(client):
     assert plain["data"][0]["embedding"] == alias.json()["data"][0]["embedding"]
 
 
-def test_openai_sdk_works_unmodified(cpu_app, reference):
+def test_openai_sdk_works_unmodified(cpu_app, admin_key, reference):
     import openai
 
-    sdk = openai.OpenAI(base_url=f"{cpu_app}/v1", api_key="not-needed-yet")
+    sdk = openai.OpenAI(base_url=f"{cpu_app}/v1", api_key=admin_key)
     result = sdk.embeddings.create(model=MODEL, input=SENTENCES)  # the SDK asks for base64 and decodes it
     vectors = np.array([item.embedding for item in result.data])
     expected = reference.encode(SENTENCES, normalize_embeddings=True)
@@ -99,7 +99,7 @@ def test_batching_batches_concurrent_requests(client, cpu_app):
     before = embedder_stats(client)
 
     async def burst():
-        async with httpx.AsyncClient(base_url=cpu_app, timeout=120) as http:
+        async with httpx.AsyncClient(base_url=cpu_app, timeout=120, headers=client.headers) as http:
             responses = await asyncio.gather(*(
                 http.post("/v1/embeddings", json={"input": f"sentence number {i} about science", "model": MODEL})
                 for i in range(64)

@@ -19,24 +19,29 @@ def test_models_lists_each_role_with_its_replica_status(client):
     assert status["dimensions"] == 384
 
 
-def test_openai_sdk_lists_models(cpu_app):
+def test_openai_sdk_lists_models(cpu_app, admin_key):
     import openai
 
-    ids = {m.id for m in openai.OpenAI(base_url=f"{cpu_app}/v1", api_key="x").models.list()}
+    ids = {m.id for m in openai.OpenAI(base_url=f"{cpu_app}/v1", api_key=admin_key).models.list()}
     assert ids == {"all-minilm-l6-v2", "all-minilm-l6-v2-rerank"}
 
 
-def test_liveness_and_readiness(client):
-    assert client.get("/healthz").json() == {"status": "ok"}
-    ready = client.get("/readyz")
+def test_liveness_and_readiness_need_no_credentials(anonymous):
+    assert anonymous.get("/healthz").json() == {"status": "ok"}
+    ready = anonymous.get("/readyz")
     assert ready.status_code == 200
     assert ready.json() == {
         "status": "ready",
-        "checks": {"embedder": {"ok": True, "primary": True}, "reranker": {"ok": True, "primary": True}},
+        "checks": {
+            "database": {"ok": True},
+            "redis": {"ok": True, "degraded": False},
+            "embedder": {"ok": True, "primary": True},
+            "reranker": {"ok": True, "primary": True},
+        },
     }
 
 
-def test_openapi_docs_are_served(client):
-    assert client.get("/docs").status_code == 200
-    spec = client.get("/openapi.json").json()
+def test_openapi_docs_are_served(anonymous):
+    assert anonymous.get("/docs").status_code == 200
+    spec = anonymous.get("/openapi.json").json()
     assert {"/v1/embeddings", "/v1/rerank", "/v1/models", "/healthz", "/readyz"} <= set(spec["paths"])

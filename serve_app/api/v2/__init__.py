@@ -1,0 +1,1 @@
+"""Product routes under /v2."""

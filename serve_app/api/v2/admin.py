@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response
+
+from serve_app.api.deps import get_state, require_role
+from serve_app.errors import EduserveError, ErrorCode
+from serve_app.protocol.auth import ApiKeyCreate, ApiKeyOut
+from serve_app.protocol.common import ERROR_RESPONSES
+from serve_app.services.auth import Principal
+from serve_app.state import AppState
+
+router = APIRouter(prefix="/v2/admin", tags=["admin"], responses=ERROR_RESPONSES)
+State = Annotated[AppState, Depends(get_state)]
+Admin = Annotated[Principal, require_role("admin")]
+
+
+@router.post("/api-keys", status_code=201, response_model=ApiKeyOut)
+async def create_api_key(body: ApiKeyCreate, admin: Admin, state: State):
+    """A key for a service client, used as `Authorization: Bearer esk_...`. The secret is shown once."""
+    owner_id = admin.user_id
+    if body.user_email:
+        owner = await state.auth.find_user_by_email(body.user_email)
+        if owner is None:
+            raise EduserveError(ErrorCode.NOT_FOUND, "no such user")
+        owner_id = owner["id"]
+    return await state.auth.create_api_key(owner_id, body.name, body.role, body.expires_in_days)
+
+
+@router.delete("/api-keys/{key_id}", status_code=204)
+async def revoke_api_key(key_id: str, admin: Admin, state: State):
+    try:
+        revoked = await state.auth.revoke_api_key(key_id)
+    except ValueError:
+        revoked = False
+    if not revoked:
+        raise EduserveError(ErrorCode.NOT_FOUND, "no such active API key")
+    return Response(status_code=204)

@@ -1,0 +1,68 @@
+"""`/v2/auth/*` and `/v2/admin/api-keys` schemas."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Role = Literal["student", "teacher", "admin"]
+EMAIL_PATTERN = r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$"
+
+
+class StrictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RegisterRequest(StrictRequest):
+    email: str = Field(pattern=EMAIL_PATTERN, max_length=254)
+    password: str = Field(min_length=1, max_length=1024, description="checked against the password policy")
+    display_name: str | None = Field(None, max_length=100)
+
+
+class LoginRequest(StrictRequest):
+    email: str = Field(max_length=254)
+    password: str = Field(max_length=1024)
+
+
+class RefreshRequest(StrictRequest):
+    refresh_token: str = Field(min_length=1, max_length=512)
+
+
+class LogoutRequest(StrictRequest):
+    refresh_token: str | None = Field(None, max_length=512, description="also revoke this session's refresh tokens")
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int = Field(description="seconds until the access token expires")
+    refresh_token: str
+    refresh_expires_in: int
+
+
+class UserOut(BaseModel):
+    id: str
+    email: str
+    role: Role
+    display_name: str | None = None
+    created_at: datetime
+
+
+class ApiKeyCreate(StrictRequest):
+    name: str = Field(min_length=1, max_length=100)
+    user_email: str | None = Field(None, description="owner; the calling admin when omitted")
+    role: Role = "student"
+    expires_in_days: int | None = Field(None, ge=1, le=3650)
+
+
+class ApiKeyOut(BaseModel):
+    id: str
+    name: str
+    prefix: str
+    role: Role
+    user_id: str
+    created_at: datetime
+    expires_at: datetime | None = None
+    key: str | None = Field(None, description="the secret, shown only in the response that creates it")

@@ -1,0 +1,1 @@
+"""Authentication pieces: password hashing, JWTs, opaque tokens (refresh tokens, API keys), rate limits."""

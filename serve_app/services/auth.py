@@ -1,0 +1,226 @@
+"""Accounts, sessions and API keys: register, login, refresh-token rotation, logout, bearer authentication."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from serve_app.errors import EduserveError, ErrorCode
+from serve_app.security.passwords import hash_password, password_problems, verify_password
+from serve_app.security.tokens import (
+    TokenService,
+    hash_secret,
+    new_api_key,
+    new_secret,
+    parse_api_key,
+    same_hash,
+    unauthorized,
+)
+from serve_app.settings import AuthSettings
+from serve_app.storage.cache import TieredCache
+from serve_app.storage.db import Database
+
+logger = logging.getLogger("ray.serve.eduserve.auth")
+
+USER_COLUMNS = "id::text AS id, email, role, display_name, created_at"
+
+
+async def insert_user(conn: asyncpg.Connection, email: str, password_hash: str, role: str,
+                      display_name: str | None) -> dict:
+    try:
+        row = await conn.fetchrow(
+            f"INSERT INTO users (email, password_hash, role, display_name) VALUES ($1, $2, $3, $4)"
+            f" RETURNING {USER_COLUMNS}",
+            email.strip(), password_hash, role, display_name,
+        )
+    except asyncpg.UniqueViolationError:
+        raise EduserveError(ErrorCode.CONFLICT, "this email cannot be registered") from None
+    return dict(row)
+
+
+async def insert_api_key(conn: asyncpg.Connection, owner_id: str, name: str, role: str,
+                         expires_in_days: int | None = None) -> dict[str, Any]:
+    """Store a new key (hashed) and return its record with the secret, which is never stored."""
+    key, prefix = new_api_key()
+    expires = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days else None
+    row = await conn.fetchrow(
+        "INSERT INTO api_keys (user_id, name, prefix, key_hash, role, expires_at) VALUES ($1, $2, $3, $4, $5, $6)"
+        " RETURNING id::text AS id, name, prefix, role, user_id::text AS user_id, created_at, expires_at",
+        uuid.UUID(owner_id), name, prefix, hash_secret(key), role, expires,
+    )
+    return {**dict(row), "key": key}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a signed-in user (JWT) or a service client (API key)."""
+
+    user_id: str
+    role: str
+    kind: str  # "user" | "api_key"
+    credential_id: str  # the JWT's jti, or the API key's id
+    expires_at: int | None = None
+
+    @property
+    def rate_key(self) -> str:
+        return f"{self.kind}:{self.credential_id if self.kind == 'api_key' else self.user_id}"
+
+
+class AuthService:
+    def __init__(self, db: Database, tokens: TokenService, denylist: TieredCache, settings: AuthSettings):
+        self.db = db
+        self.tokens = tokens
+        self.denylist = denylist
+        self.settings = settings
+
+    # ------------------------------------------------------------------ accounts
+
+    async def register(self, email: str, password: str, display_name: str | None, role: str = "student") -> dict:
+        problems = password_problems(password, email, self.settings.password_min_length)
+        if problems:
+            raise EduserveError(ErrorCode.VALIDATION_ERROR, "password: " + "; ".join(problems))
+        password_hash = hash_password(password)
+        async with self.db.connection() as conn:
+            return await insert_user(conn, email, password_hash, role, display_name)
+
+    async def get_user(self, user_id: str) -> dict | None:
+        async with self.db.connection() as conn:
+            row = await conn.fetchrow(f"SELECT {USER_COLUMNS} FROM users WHERE id = $1", uuid.UUID(user_id))
+        return dict(row) if row else None
+
+    async def delete_user(self, user_id: str) -> None:
+        async with self.db.connection() as conn:
+            await conn.execute("DELETE FROM users WHERE id = $1", uuid.UUID(user_id))
+
+    # ------------------------------------------------------------------ sessions
+
+    async def login(self, email: str, password: str, user_agent: str | None) -> dict[str, Any]:
+        async with self.db.connection() as conn:
+            row = await conn.fetchrow(
+                "SELECT id::text AS id, role, password_hash FROM users WHERE lower(email) = lower($1)", email.strip()
+            )
+        # Same work and the same answer whether the account is missing or the password is wrong.
+        if not verify_password(password, row["password_hash"] if row else None):
+            raise unauthorized("incorrect email or password")
+        return await self._issue(row["id"], row["role"], family_id=None, user_agent=user_agent)
+
+    async def _issue(self, user_id: str, role: str, family_id: uuid.UUID | None, user_agent: str | None,
+                     conn: asyncpg.Connection | None = None, previous: uuid.UUID | None = None) -> dict[str, Any]:
+        access, claims = self.tokens.issue_access(user_id, role)
+        refresh = new_secret()
+        expires = datetime.now(UTC) + timedelta(seconds=self.settings.refresh_token_ttl_s)
+
+        async def store(c: asyncpg.Connection) -> None:
+            new_id = await c.fetchval(
+                "INSERT INTO refresh_tokens (user_id, family_id, token_hash, expires_at, user_agent)"
+                " VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                uuid.UUID(user_id), family_id or uuid.uuid4(), hash_secret(refresh), expires, user_agent,
+            )
+            if previous is not None:
+                await c.execute("UPDATE refresh_tokens SET replaced_by = $1 WHERE id = $2", new_id, previous)
+
+        if conn is not None:
+            await store(conn)
+        else:
+            async with self.db.connection() as c:
+                await store(c)
+        return {
+            "access_token": access,
+            "token_type": "bearer",
+            "expires_in": claims.expires_at - int(time.time()),
+            "refresh_token": refresh,
+            "refresh_expires_in": self.settings.refresh_token_ttl_s,
+        }
+
+    async def refresh(self, refresh_token: str, user_agent: str | None) -> dict[str, Any]:
+        """Rotate: the presented token is spent and a new one issued in its family. A spent token presented
+        again means it was copied: the whole family is revoked and both holders must sign in again."""
+        reused = False
+        async with self.db.transaction() as conn:
+            row = await conn.fetchrow(
+                "SELECT t.id, t.user_id::text AS user_id, t.family_id, t.expires_at, t.used_at, t.revoked_at, u.role"
+                " FROM refresh_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1 FOR UPDATE OF t",
+                hash_secret(refresh_token),
+            )
+            if row is None or row["revoked_at"] is not None or row["expires_at"] <= datetime.now(UTC):
+                raise unauthorized("invalid or expired refresh token")
+            if row["used_at"] is not None:
+                await conn.execute(
+                    "UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL",
+                    row["family_id"],
+                )
+                reused = True
+            else:
+                await conn.execute("UPDATE refresh_tokens SET used_at = now() WHERE id = $1", row["id"])
+                return await self._issue(row["user_id"], row["role"], row["family_id"], user_agent, conn, row["id"])
+        if reused:  # raised after the commit, so the revocation sticks
+            logger.warning("refresh token reuse for user %s: family revoked", row["user_id"])
+        raise unauthorized("refresh token already used; all sessions of this sign-in were revoked")
+
+    async def logout(self, principal: Principal, refresh_token: str | None) -> None:
+        if principal.kind == "user" and principal.expires_at:
+            ttl = max(1, principal.expires_at - int(time.time()))
+            await self.denylist.set(principal.credential_id, True, ttl)
+        if refresh_token:
+            async with self.db.connection() as conn:
+                await conn.execute(
+                    "UPDATE refresh_tokens SET revoked_at = now() WHERE revoked_at IS NULL AND family_id ="
+                    " (SELECT family_id FROM refresh_tokens WHERE token_hash = $1 AND user_id = $2)",
+                    hash_secret(refresh_token), uuid.UUID(principal.user_id),
+                )
+
+    # ------------------------------------------------------------------ API keys
+
+    async def create_api_key(self, owner_id: str, name: str, role: str,
+                             expires_in_days: int | None = None) -> dict[str, Any]:
+        async with self.db.connection() as conn:
+            return await insert_api_key(conn, owner_id, name, role, expires_in_days)
+
+    async def revoke_api_key(self, key_id: str) -> bool:
+        async with self.db.connection() as conn:
+            result = await conn.execute(
+                "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL", uuid.UUID(key_id)
+            )
+        return result.endswith("1")
+
+    async def find_user_by_email(self, email: str) -> dict | None:
+        async with self.db.connection() as conn:
+            row = await conn.fetchrow(f"SELECT {USER_COLUMNS} FROM users WHERE lower(email) = lower($1)", email)
+        return dict(row) if row else None
+
+    # ------------------------------------------------------------------ bearer authentication
+
+    async def authenticate(self, credential: str) -> Principal:
+        prefix = parse_api_key(credential)
+        if prefix is not None:
+            return await self._authenticate_api_key(credential, prefix)
+        claims = self.tokens.decode_access(credential)
+        if await self.denylist.get(claims.token_id):
+            raise unauthorized("this token was signed out")
+        async with self.db.connection() as conn:
+            role = await conn.fetchval("SELECT role FROM users WHERE id = $1", uuid.UUID(claims.subject))
+        if role is None:
+            raise unauthorized("the account no longer exists")
+        # The role comes from the database, not the token: a demotion applies at once.
+        return Principal(claims.subject, role, "user", claims.token_id, claims.expires_at)
+
+    async def _authenticate_api_key(self, key: str, prefix: str) -> Principal:
+        async with self.db.connection() as conn:
+            row = await conn.fetchrow(
+                "SELECT id::text AS id, user_id::text AS user_id, role, key_hash, expires_at, revoked_at, last_used_at"
+                " FROM api_keys WHERE prefix = $1", prefix,
+            )
+            if row is None or not same_hash(key, row["key_hash"]) or row["revoked_at"] is not None:
+                raise unauthorized("invalid API key")
+            if row["expires_at"] is not None and row["expires_at"] <= datetime.now(UTC):
+                raise unauthorized("expired API key")
+            last = row["last_used_at"]
+            if last is None or datetime.now(UTC) - last > timedelta(minutes=1):  # one write a minute, not per call
+                await conn.execute("UPDATE api_keys SET last_used_at = now() WHERE id = $1", uuid.UUID(row["id"]))
+        return Principal(row["user_id"], row["role"], "api_key", row["id"])

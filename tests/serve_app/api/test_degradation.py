@@ -1,0 +1,59 @@
+"""Storage failures on the running app: Redis killed (the service keeps answering), PostgreSQL stopped (503 with
+Retry-After on what needs it, then recovery without restarting anything)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+pytestmark = pytest.mark.disruptive
+
+
+def wait_for(predicate, timeout_s: float = 30, what: str = "condition"):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_redis_killed_mid_test_requests_still_succeed(client, anonymous, stores):
+    port = int(stores.redis_url.rsplit(":", 1)[1].split("/")[0])
+    assert client.post("/v1/embeddings", json={"input": "before"}).status_code == 200
+    stores.redis.stop()
+    try:
+        for i in range(5):
+            assert client.post("/v1/embeddings", json={"input": f"during {i}"}).status_code == 200
+        email = f"redis-down-{time.time_ns()}@school.test"
+        assert anonymous.post("/v2/auth/register", json={"email": email, "password": "Still-works-123"}).status_code == 201
+        login = anonymous.post("/v2/auth/login", json={"email": email, "password": "Still-works-123"})
+        assert login.status_code == 200  # rate limits fell back to per-replica counting
+        ready = anonymous.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["checks"]["redis"]["degraded"] is True
+    finally:
+        stores.redis.start(port=port)
+    wait_for(lambda: anonymous.get("/readyz").json()["checks"]["redis"]["degraded"] is False, what="Redis back")
+
+
+def test_postgres_stopped_gives_503_with_retry_after_then_recovers(client, anonymous, stores):
+    assert client.get("/v1/models").status_code == 200
+    stores.postgres.stop()
+    try:
+        response = client.post("/v1/embeddings", json={"input": "needs the API key looked up"})
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "database_unavailable"
+        assert int(response.headers["retry-after"]) > 0
+        login = anonymous.post("/v2/auth/login", json={"email": "x@school.test", "password": "whatever-1234"})
+        assert login.status_code == 503
+        ready = anonymous.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["checks"]["database"]["ok"] is False
+        assert anonymous.get("/healthz").status_code == 200  # alive, just not ready
+    finally:
+        stores.postgres.start()
+    wait_for(lambda: client.post("/v1/embeddings", json={"input": "after"}).status_code == 200,
+             what="the app to reconnect to PostgreSQL")
+    assert anonymous.get("/readyz").status_code == 200
