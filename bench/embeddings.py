@@ -70,7 +70,8 @@ def in_process_baseline(texts: list[str], threads: int, seconds: float) -> float
     return done / (time.perf_counter() - started)
 
 
-async def http_load(url: str, texts: list[str], clients: int, per_request: int, seconds: float) -> dict:
+async def http_load(url: str, texts: list[str], clients: int, per_request: int, seconds: float,
+                    headers: dict[str, str]) -> dict:
     latencies: list[float] = []
     errors = 0
     sentences = 0
@@ -92,7 +93,7 @@ async def http_load(url: str, texts: list[str], clients: int, per_request: int, 
                 errors += 1
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(timeout=120, limits=limits) as http:
+    async with httpx.AsyncClient(timeout=120, limits=limits, headers=headers) as http:
         await http.post(f"{url}/v1/embeddings", json={"input": texts[:8]})  # warm-up
         started = time.perf_counter()
         await asyncio.gather(*(client(c, http) for c in range(clients)))
@@ -113,12 +114,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def deploy(port: int, overrides: dict) -> str:
+def deploy(port: int, overrides: dict, stack: dict) -> str:
     from ray import serve
 
     from serve_app.app import AppArgs, build_app
 
-    serve.run(build_app(AppArgs(profile="cpu", overrides=overrides)), name="eduserve", route_prefix="/")
+    serve.run(build_app(AppArgs(profile="cpu", overrides={**stack, **overrides})), name="eduserve", route_prefix="/")
     return f"http://127.0.0.1:{port}"
 
 
@@ -142,22 +143,25 @@ def main() -> None:
     import ray
     from ray import serve
 
+    from bench._stack import local_stack
+
     port = free_port()
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    try:
-        for label, max_batch_size in (("batched", None), ("unbatched", 1)):
-            overrides = {}
-            if max_batch_size:
-                overrides = {"models": {"embedder": {"primary": {"batching": {"max_batch_size": max_batch_size}}}}}
-            url = deploy(port, overrides)
-            for per_request in PER_REQUEST:
-                print(f"HTTP {label}, {args.clients} clients, {per_request} text(s)/request...", flush=True)
-                key = f"http_{label}_{per_request}"
-                results[key] = asyncio.run(http_load(url, texts, args.clients, per_request, args.seconds))
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+    with local_stack() as (stack, headers):
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        try:
+            for label, max_batch_size in (("batched", None), ("unbatched", 1)):
+                overrides = {}
+                if max_batch_size:
+                    overrides = {"models": {"embedder": {"primary": {"batching": {"max_batch_size": max_batch_size}}}}}
+                url = deploy(port, overrides, stack)
+                for per_request in PER_REQUEST:
+                    print(f"HTTP {label}, {args.clients} clients, {per_request} text(s)/request...", flush=True)
+                    key = f"http_{label}_{per_request}"
+                    results[key] = asyncio.run(http_load(url, texts, args.clients, per_request, args.seconds, headers))
+        finally:
+            serve.shutdown()
+            ray.shutdown()
 
     base = results["baseline_sentences_per_s"]
     for per_request in PER_REQUEST:

@@ -33,7 +33,7 @@ def percentile(values: list[float], q: float) -> float:
     return values[int(q * (len(values) - 1))]
 
 
-async def burst(url: str, clients: int, seconds: float) -> dict:
+async def burst(url: str, clients: int, seconds: float, headers: dict[str, str]) -> dict:
     latencies: list[float] = []
     tiers: Counter[str] = Counter()
     statuses: Counter[int] = Counter()
@@ -49,7 +49,8 @@ async def burst(url: str, clients: int, seconds: float) -> dict:
             tiers[response.headers.get("x-eduserve-device", "none")] += 1
             i += 1
 
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=httpx.Limits(max_connections=clients)) as http:
+    limits = httpx.Limits(max_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits, headers=headers) as http:
         started = time.perf_counter()
         await asyncio.gather(*(client(c, http) for c in range(clients)))
         elapsed = time.perf_counter() - started
@@ -111,49 +112,51 @@ def main() -> None:
     import ray
     from ray import serve
 
+    from bench._stack import local_stack
     from serve_app.app import AppArgs, build_app
     from tests.support.tiny_models import build_tiny_cross_encoder, build_tiny_encoder
 
     root = Path(tempfile.mkdtemp(prefix="eduserve-bench-"))
     encoder, cross = str(build_tiny_encoder(root / "enc")), str(build_tiny_cross_encoder(root / "ce"))
     fixed = {"autoscaling": None, "num_cpus": 0.5, "torch_threads": 1}
-    overrides = {
-        "offline": True,
-        "ingress": {"num_replicas": 1, "num_cpus": 0.5},
-        "models": {
-            "embedder": {
-                "routing": {"degraded_primary_is_unavailable": False},
-                "primary": {**fixed, "chain": [{"backend": "flag-embedding", "model": encoder}], "num_replicas": 2,
-                            "max_ongoing_requests": 2, "max_queued_requests": 4,
-                            "fault_injection": {"added_latency_s": 0.05}},
-                "fallback": {**fixed, "chain": [{"backend": "sentence-transformers", "model": encoder}],
-                             "num_replicas": 1},
-            },
-            "reranker": {
-                "primary": {**fixed, "chain": [{"backend": "flag-reranker", "model": cross}], "num_replicas": 1},
-                "fallback": {**fixed, "chain": [{"backend": "cross-encoder", "model": cross}], "num_replicas": 1},
-            },
+    models = {
+        "embedder": {
+            "routing": {"degraded_primary_is_unavailable": False},
+            "primary": {**fixed, "chain": [{"backend": "flag-embedding", "model": encoder}], "num_replicas": 2,
+                        "max_ongoing_requests": 2, "max_queued_requests": 4,
+                        "fault_injection": {"added_latency_s": 0.05}},
+            "fallback": {**fixed, "chain": [{"backend": "sentence-transformers", "model": encoder}],
+                         "num_replicas": 1},
+        },
+        "reranker": {
+            "primary": {**fixed, "chain": [{"backend": "flag-reranker", "model": cross}], "num_replicas": 1},
+            "fallback": {**fixed, "chain": [{"backend": "cross-encoder", "model": cross}], "num_replicas": 1},
         },
     }
-    ray.init(num_cpus=4, num_gpus=1, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    # Baseline first: the same GPU deployment with no CPU fallback behind it.
+    runs = {
+        "burst_gpu_only": {**models, "embedder": {**models["embedder"], "fallback": None}},
+        "burst_with_cpu_fallback": models,
+    }
     port = 8790
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
     results: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "clients": args.clients, "seconds": args.seconds}
-    try:
-        # Baseline first: the same GPU deployment with no CPU fallback behind it.
-        gpu_only = {**overrides, "models": {**overrides["models"],
-                                            "embedder": {**overrides["models"]["embedder"], "fallback": None}}}
-        for label, app_overrides in (("burst_gpu_only", gpu_only), ("burst_with_cpu_fallback", overrides)):
-            serve.run(build_app(AppArgs(profile="gpu", overrides=app_overrides)), name="eduserve", route_prefix="/")
-            print(f"{label}: {args.clients} clients for {args.seconds:.0f}s ...", flush=True)
-            results[label] = asyncio.run(burst(f"http://127.0.0.1:{port}", args.clients, args.seconds))
-        served = {k: results[k]["status_codes"].get(200, 0) for k in ("burst_gpu_only", "burst_with_cpu_fallback")}
-        results["ratio_served_with_fallback_vs_gpu_only"] = served["burst_with_cpu_fallback"] / max(1, served["burst_gpu_only"])
-        print("router overhead ...", flush=True)
-        results["router_overhead"] = asyncio.run(router_overhead(args.calls))
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+    with local_stack("gpu") as (stack, headers):
+        ray.init(num_cpus=4, num_gpus=1, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        try:
+            for label, run_models in runs.items():
+                overrides = {**stack, "offline": True, "ingress": {"num_replicas": 1, "num_cpus": 0.5},
+                             "models": run_models}
+                serve.run(build_app(AppArgs(profile="gpu", overrides=overrides)), name="eduserve", route_prefix="/")
+                print(f"{label}: {args.clients} clients for {args.seconds:.0f}s ...", flush=True)
+                results[label] = asyncio.run(burst(f"http://127.0.0.1:{port}", args.clients, args.seconds, headers))
+            print("router overhead ...", flush=True)
+            results["router_overhead"] = asyncio.run(router_overhead(args.calls))
+        finally:
+            serve.shutdown()
+            ray.shutdown()
+    served = {label: results[label]["status_codes"].get(200, 0) for label in runs}
+    results["ratio_served_with_fallback_vs_gpu_only"] = served["burst_with_cpu_fallback"] / max(1, served["burst_gpu_only"])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))

