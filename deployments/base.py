@@ -36,14 +36,14 @@ class ModelReplica:
     role: ClassVar[str]
     factories: ClassVar[dict[str, Any]]
 
-    def __init__(self, spec: DeploymentSpec, offline: bool = True):
+    def __init__(self, spec: DeploymentSpec, offline: bool = True, models_dir: str | None = None):
         set_offline_env(offline)
         configure_threads(spec.threads)
         self.spec = spec
         self.device = select_device(spec.device)
         if self.device.degraded:
             logger.warning("%s: %s", spec.name, self.device.degraded_reason)
-        self.loaded = load_chain(spec.chain, self.factories, self.device)
+        self.loaded = load_chain(spec.chain, self.factories, self.device, models_dir)
         self.backend = self.loaded.backend
         self.config = ReplicaUserConfig.model_validate(spec.user_config())
         self.stats = BatchStats()
@@ -64,15 +64,19 @@ class ModelReplica:
         forward: Callable[[list[Any]], Any],
     ) -> tuple[list[Any], list[int]]:
         """One `@serve.batch` call: fault hooks, then forward passes within the token budget."""
+        self._inject_faults()
+        lengths = count_tokens(items)
+        outputs, passes = run_in_token_budget(items, lengths, self.config.max_batch_tokens, forward)
+        self.stats.record(len(items), passes)
+        return outputs, lengths
+
+    def _inject_faults(self) -> None:
+        """The test-only hooks of `user_config.fault_injection` (off unless configured)."""
         faults = self.config.fault_injection
         if faults.added_latency_s:
             time.sleep(faults.added_latency_s)  # blocks like a real forward pass would
         if faults.fail_while_file_exists and os.path.exists(faults.fail_while_file_exists):
             raise InjectedFault(f"{self.spec.name}: injected failure")
-        lengths = count_tokens(items)
-        outputs, passes = run_in_token_budget(items, lengths, self.config.max_batch_tokens, forward)
-        self.stats.record(len(items), passes)
-        return outputs, lengths
 
     def _details(self) -> dict[str, Any]:
         return {}

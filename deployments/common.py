@@ -90,15 +90,24 @@ class ModelSourceError(ValueError):
     pass
 
 
-def resolve_model_source(source: str) -> str:
+def resolve_model_source(source: str, models_dir: Path | None = None) -> str:
     """Turn a profile's model source into what a loader accepts.
 
+    - ``prepared:<name>/<variant>``: an artefact built by model preparation under ``models_dir``
+      (``eduserve prepare-models``); missing or half-built is an error that says how to build it.
     - ``package:<module>[/<subpath>]``: a folder inside an installed wheel, found without importing the module
       (some model wheels import heavy optional dependencies at import time). With no subpath, ``model/`` is used
       when the package has one.
     - an existing local path: returned as is (``~`` expanded).
     - anything else is treated as a hub id; with ``HF_HUB_OFFLINE=1`` it resolves only from the local cache.
     """
+    if source.startswith("prepared:"):
+        if models_dir is None:
+            raise ModelSourceError(f"{source!r} needs the prepared-models directory")
+        path = Path(models_dir) / source.removeprefix("prepared:")
+        if not (path / ".complete").exists():
+            raise ModelSourceError(f"{path} is not prepared; run `eduserve prepare-models` (or `make models`)")
+        return str(path)
     if source.startswith("package:"):
         module, _, subpath = source.removeprefix("package:").partition("/")
         spec = importlib.util.find_spec(module)
@@ -149,8 +158,11 @@ def load_chain(
     chain: Sequence[BackendSpec],
     factories: dict[str, Callable[[BackendSpec, DeviceInfo], B]],
     device: DeviceInfo,
+    models_dir: str | Path | None = None,
 ) -> LoadedBackend[B]:
-    """Try each (backend, model) in order; the first that loads serves. Failures are logged and reported."""
+    """Try each (backend, model) in order; the first that loads serves. Failures are logged and reported.
+
+    `prepared:` sources are resolved here, so backends only ever see real paths or hub ids."""
     attempts: list[LoadAttempt] = []
     for spec in chain:
         factory = factories.get(spec.backend)
@@ -158,7 +170,10 @@ def load_chain(
             error = f"unknown backend {spec.backend!r}; known: {sorted(factories)}"
         else:
             try:
-                backend = factory(spec, device)
+                resolved = spec
+                if spec.model.startswith("prepared:"):
+                    resolved = spec.model_copy(update={"model": resolve_model_source(spec.model, models_dir)})
+                backend = factory(resolved, device)
             except Exception as exc:  # a load failure of any kind moves on to the next entry
                 error = f"{type(exc).__name__}: {exc}"
             else:

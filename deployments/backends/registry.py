@@ -41,6 +41,24 @@ def _bi_encoder(spec: BackendSpec, device: DeviceInfo):
     return BiEncoderRerank(spec, device)
 
 
+def _ctranslate2(spec: BackendSpec, device: DeviceInfo):
+    from deployments.backends.ctranslate2_backend import CTranslate2LLM
+
+    return CTranslate2LLM(spec, device)
+
+
+def _transformers_llm(spec: BackendSpec, device: DeviceInfo):
+    from deployments.backends.transformers_llm_backend import TransformersLLM
+
+    return TransformersLLM(spec, device)
+
+
+def _vllm(spec: BackendSpec, device: DeviceInfo):
+    from deployments.backends.vllm_backend import VLLMBackend
+
+    return VLLMBackend(spec, device)
+
+
 EMBEDDING_BACKENDS: dict[str, Factory] = {
     "sentence-transformers": _sentence_transformers,
     "flag-embedding": _flag_embedding,
@@ -52,7 +70,14 @@ RERANK_BACKENDS: dict[str, Factory] = {
     "flag-reranker": _flag_reranker,
 }
 
+LLM_BACKENDS: dict[str, Factory] = {
+    "vllm": _vllm,
+    "ctranslate2": _ctranslate2,
+    "transformers": _transformers_llm,
+}
+
 BACKENDS_BY_ROLE: dict[str, dict[str, Factory]] = {
     "embedder": EMBEDDING_BACKENDS,
     "reranker": RERANK_BACKENDS,
+    "llm": LLM_BACKENDS,
 }

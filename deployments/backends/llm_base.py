@@ -1,0 +1,77 @@
+"""The LLM backend interface (token level) and what the LLM deployment does around it.
+
+Backends only turn prompt token ids into new token ids (core). The deployment does the rest once for all
+backends: chat template and context check (pre-process), incremental detokenisation, stop strings and finish
+reasons (post-process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int
+    temperature: float = 0.7
+    top_p: float = 1.0
+    seed: int | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+    def group_key(self) -> tuple:
+        """Requests with equal keys may share one batched generate call."""
+        return (self.max_tokens, self.temperature, self.top_p, self.seed)
+
+
+class LLMBackend(Protocol):
+    tokenizer: Any  # a transformers tokenizer: chat template, counting, decoding
+    context_length: int
+
+    async def generate(self, prompts: Sequence[list[int]], params: Sequence[SamplingParams]) -> list[list[int]]:
+        """New token ids for each prompt (EOS excluded), batched where the backend can."""
+
+    def stream(self, prompt: list[int], params: SamplingParams) -> AsyncIterator[list[int]]:
+        """New token ids as they are decoded. Closing the iterator must stop the generation."""
+
+
+_DONE = object()
+
+
+async def iterate_in_thread(produce: Callable[[threading.Event], Iterator[Any]]) -> AsyncIterator[Any]:
+    """Run a blocking iterator in a thread and yield its items here. When the consumer stops (break, client
+    gone, cancellation), the `stop` event passed to `produce` is set so the thread stops producing."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            for item in produce(stop):
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+                if stop.is_set():
+                    break
+        except BaseException as exc:  # handed to the consumer
+            loop.call_soon_threadsafe(queue.put_nowait, exc)
+        finally:
+            loop.call_soon_threadsafe(queue.put_nowait, _DONE)
+
+    # A thread per stream, not the loop's default executor: that one has a handful of workers and would queue
+    # the streams beyond them.
+    threading.Thread(target=run, name="llm-stream", daemon=True).start()
+    try:
+        while True:
+            item = await queue.get()
+            if item is _DONE:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()  # the thread sees it at its next token and ends
