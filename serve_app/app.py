@@ -9,12 +9,13 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from ray.serve import Application
 
 from deployments.embedder import Embedder
+from deployments.llm import LLM
 from deployments.reranker import Reranker
 from serve_app.ingress import Ingress
 from serve_app.security.tokens import load_or_create_secret
 from serve_app.settings import Settings, load_settings
 
-DEPLOYMENT_CLASSES = {"embedder": Embedder, "reranker": Reranker}
+DEPLOYMENT_CLASSES = {"embedder": Embedder, "reranker": Reranker, "llm": LLM}
 
 
 class AppArgs(BaseModel):
@@ -43,7 +44,7 @@ def bind_app(settings: Settings) -> Application:
         for which, spec in (("primary", config.primary), ("fallback", config.fallback)):
             if spec is not None:
                 deployment = DEPLOYMENT_CLASSES[role].options(**spec.serve_options())
-                handles[role][which] = deployment.bind(spec, settings.offline)
+                handles[role][which] = deployment.bind(spec, settings.offline, str(settings.prepared_models_dir))
     ingress = settings.ingress
     return Ingress.options(
         name=ingress.name,

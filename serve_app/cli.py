@@ -11,12 +11,20 @@ from serve_app.settings import REPO_ROOT, ConfigError, load_settings
 
 
 def _prepare_models(args: argparse.Namespace) -> int:
-    from deployments.prepare import check_sources
+    from deployments.prepare import check_sources, prepare, prepared_name
 
     settings = load_settings(args.profile)
-    specs = [spec for role in settings.models.roles().values() for spec in role.primary.chain]
-    for item in check_sources(specs, settings.offline):
-        print(f"  {item.backend:<22} {item.source:<40} {item.note}" + (f" ({item.location})" if item.location else ""))
+    specs = [
+        backend
+        for role in settings.models.roles().values()
+        for deployment in role.deployments()
+        for backend in deployment.chain
+    ]
+    models_dir = settings.prepared_models_dir
+    print(f"preparing models for profile {settings.profile!r} in {models_dir}")
+    prepare([name for spec in specs if (name := prepared_name(spec.model))], models_dir)
+    for item in check_sources(specs, settings.offline, models_dir):
+        print(f"  {item.backend:<22} {item.source:<44} {item.note}")
     print(f"models ready for profile {settings.profile!r}")
     return 0
 

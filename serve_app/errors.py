@@ -38,6 +38,7 @@ class ErrorCode(Enum):
     MODEL_UNAVAILABLE = ("model_unavailable", 503, "server_error")
     DATABASE_UNAVAILABLE = ("database_unavailable", 503, "server_error")
     CONFLICT = ("conflict", 409, "invalid_request_error")
+    CONTEXT_LENGTH_EXCEEDED = ("context_length_exceeded", 400, "invalid_request_error")
     TIMEOUT = ("timeout", 504, "server_error")
     INTERNAL = ("internal", 500, "server_error")
 

@@ -247,12 +247,20 @@ def _stream(target: Target, method: str, args, kwargs) -> Any:
     return getattr(target.handle.options(stream=True), method).remote(*args, **kwargs)
 
 
-async def _mapped(role: str, chunks: AsyncIterator[Any]) -> AsyncIterator[Any]:
+async def _mapped(role: str, chunks: Any) -> AsyncIterator[Any]:
+    """Ray failures as API errors; and when the consumer stops early (client gone), the replica's generator is
+    cancelled at once rather than left to run to the end."""
+    exhausted = False
     try:
         async for chunk in chunks:
             yield chunk
+        exhausted = True
     except (BackPressureError, *PRIMARY_FAULTS) as exc:
+        exhausted = True
         raise api_error(role, exc) from None
+    finally:
+        if not exhausted:
+            chunks.cancel()
 
 
 _END = object()

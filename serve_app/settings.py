@@ -137,12 +137,28 @@ class HttpSettings(StrictModel):
     trust_forwarded_proto: bool = Field(False, description="honour X-Forwarded-Proto from a TLS-terminating proxy")
 
 
+class ChatSettings(StrictModel):
+    """Generation defaults and limits for /v1/chat/completions and /v2/chat."""
+
+    system_prompt: str = Field(
+        "You are a patient, encouraging tutor for school students. Answer clearly and correctly, "
+        "explain step by step when it helps, and say so when you are not sure.",
+    )
+    default_max_tokens: int = Field(256, ge=1)
+    max_tokens_limit: int = Field(2048, ge=1, description="a request asking for more gets 422")
+    history_token_budget: int = Field(1536, ge=64, description="session history sent to the model, newest first")
+    history_messages_loaded: int = Field(100, ge=2, description="newest messages read from storage per turn")
+    session_cache_ttl_s: float = Field(3600.0, gt=0)
+    max_message_chars: int = Field(16_000, ge=1)
+
+
 class ModelsConfig(StrictModel):
     embedder: RoleConfig
     reranker: RoleConfig
+    llm: RoleConfig
 
     def roles(self) -> dict[str, RoleConfig]:
-        return {"embedder": self.embedder, "reranker": self.reranker}
+        return {"embedder": self.embedder, "reranker": self.reranker, "llm": self.llm}
 
 
 class Settings(BaseSettings):
@@ -153,7 +169,8 @@ class Settings(BaseSettings):
     profile: str = Field(DEFAULT_PROFILE, description="profile name in configs/ or a path to a YAML file")
     description: str = ""
     offline: bool = Field(True, description="never fetch weights from a hub (HF_HUB_OFFLINE=1 in replicas)")
-    data_dir: Path = Field(default_factory=_default_data_dir, description="databases, caches, prepared models")
+    data_dir: Path = Field(default_factory=_default_data_dir, description="databases, secrets, demo credentials")
+    models_dir: Path | None = Field(None, description="prepared models (`prepared:` sources); default data_dir/models")
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     database_url: str | None = Field(
         None,
@@ -170,6 +187,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    chat: ChatSettings = Field(default_factory=ChatSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     models: ModelsConfig
 
@@ -188,6 +206,10 @@ class Settings(BaseSettings):
         if repeated:
             raise ValueError(f"served model names and aliases must be unique, repeated: {sorted(repeated)}")
         return self
+
+    @property
+    def prepared_models_dir(self) -> Path:
+        return self.models_dir or self.data_dir / "models"
 
     @classmethod
     def settings_customise_sources(

@@ -15,6 +15,8 @@ from serve_app.routing import ModelRouter, Target, make_breakers
 from serve_app.security.ratelimit import RateLimiter
 from serve_app.security.tokens import TokenService
 from serve_app.services.auth import AuthService
+from serve_app.services.chat import ChatService
+from serve_app.services.chat_sessions import ChatSessions
 from serve_app.services.embeddings import EmbeddingService
 from serve_app.services.rerank import RerankService
 from serve_app.settings import Settings
@@ -43,6 +45,7 @@ class AppState:
             )
         self.embeddings = EmbeddingService(self.routers["embedder"], self.catalog, settings.limits)
         self.rerank = RerankService(self.routers["reranker"], self.catalog, settings.limits)
+        self.chat = ChatService(self.routers["llm"], self.catalog, settings.chat)
         secret = settings.auth.jwt_secret.get_secret_value() if settings.auth.jwt_secret else None
         self.tokens = TokenService(settings.auth, secret)
         # Storage is opened in `startup` (it may have to start embedded servers): set there.
@@ -51,6 +54,7 @@ class AppState:
         self.cache: TieredCache
         self.limiter: RateLimiter
         self.auth: AuthService
+        self.sessions: ChatSessions
 
     async def startup(self) -> None:
         database_url, redis_url = self.settings.database_url, self.settings.redis_url
@@ -69,6 +73,9 @@ class AppState:
         self.cache = TieredCache(self.redis, storage, "cache")
         self.limiter = RateLimiter(self.redis, self.settings.rate_limits.enabled)
         self.auth = AuthService(self.db, self.tokens, TieredCache(self.redis, storage, "revoked-jti"), self.settings.auth)
+        # Session context changes on every turn and any replica may serve the next one: keep L1 copies short.
+        session_cache = TieredCache(self.redis, storage, "chat-session", l1_ttl_s=2.0)
+        self.sessions = ChatSessions(self.db, session_cache, self.chat, self.settings.chat)
         if not await self.db.open():  # not fatal: requests that need it get 503 until it is back
             logger.error("starting without the database: %s", self.db.last_error)
 

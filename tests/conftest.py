@@ -92,6 +92,22 @@ def ray_serve(stores: Stores) -> Iterator[RayServe]:
 
 
 CPU_RAY = {"num_cpus": 2}
+LLM_MODEL = "smollm2-135m-instruct"
+
+
+def prepared_models_dir() -> Path:
+    """Where `eduserve prepare-models` (run by `make test` before pytest) put the converted models."""
+    from serve_app.settings import load_settings
+
+    return load_settings("cpu").prepared_models_dir
+
+
+@pytest.fixture(scope="session")
+def prepared_models() -> Path:
+    path = prepared_models_dir()
+    if not (path / "smollm2-135m-instruct" / "ct2-int8" / ".complete").exists():
+        pytest.fail(f"models are not prepared in {path}: run `make models` (make test does it first)")
+    return path
 
 
 @dataclass
@@ -108,10 +124,12 @@ class Stores:
         """Settings every test app uses: these stores, and auth limits loose enough for a test suite."""
         return {
             "data_dir": str(self.data_dir),
+            "models_dir": str(prepared_models_dir()),
             "database_url": self.database_url,
             "redis_url": self.redis_url,
             "rate_limits": {"auth_per_ip": "10000/minute", "per_principal": "100000/minute"},
             "http": {"trust_forwarded_proto": True, "cors_allow_origins": ["https://app.example"]},
+            "chat": {"max_message_chars": 100_000},  # lets a test send a prompt longer than the context
         }
 
     def settings(self, profile: str = "cpu"):

@@ -85,10 +85,10 @@ def _ttl_of(_key: Any, value: tuple[Any, float], now: float) -> float:
 class TieredCache:
     """JSON values under `namespace:`; L1 holds each key for min(ttl, l1_ttl_s)."""
 
-    def __init__(self, redis: RedisLink, settings: StorageSettings, namespace: str):
+    def __init__(self, redis: RedisLink, settings: StorageSettings, namespace: str, l1_ttl_s: float | None = None):
         self.redis = redis
         self.namespace = namespace
-        self.l1_ttl_s = settings.l1_ttl_s
+        self.l1_ttl_s = min(settings.l1_ttl_s, l1_ttl_s) if l1_ttl_s is not None else settings.l1_ttl_s
         self.l1: TLRUCache = TLRUCache(maxsize=settings.l1_max_items, ttu=_ttl_of, timer=time.monotonic)
 
     def _key(self, key: str) -> str:

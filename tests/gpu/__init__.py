@@ -1,0 +1,13 @@
+"""Tests on a Ray with logical GPUs (the gpu profile, multi-node). No physical GPU is needed."""
+
+# The gpu profile's LLM is vLLM on a whole GPU; here it runs the real vLLM adapter on the test double engine,
+# on CPU, so the logical GPU stays for the four 0.25-GPU embedder/reranker replicas under test.
+LLM_ON_FAKE_VLLM = {
+    "primary": {
+        "device": "cpu", "num_gpus": 0, "num_cpus": 0.5, "autoscaling": None, "num_replicas": 1,
+        "request_router": None, "max_queued_requests": -1,
+        "chain": [{"backend": "vllm", "model": "prepared:smollm2-135m-instruct/hf",
+                   "options": {"engine_module": "tests.support.fake_vllm", "max_model_len": 4096}}],
+    },
+    "fallback": None,
+}

@@ -18,6 +18,8 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.gpu import LLM_ON_FAKE_VLLM
+
 pytestmark = pytest.mark.gpu_profile
 
 GPU_RAY = {"num_cpus": 8, "num_gpus": 1}
@@ -42,6 +44,7 @@ def gpu_app(ray_serve, stores, tiny_models, tmp_path_factory, fail_file):
         "offline": True,
         "ingress": {"num_replicas": 1},
         "models": {
+            "llm": LLM_ON_FAKE_VLLM,
             "embedder": {
                 "routing": {"degraded_primary_is_unavailable": False, "breaker_failure_threshold": 3,
                             "breaker_reset_s": 2, "primary_timeout_s": 10},
@@ -195,6 +198,18 @@ def test_a_primary_without_its_gpu_is_skipped_by_default(http, tiny_models):
         [("rivers", t) for t in TEXTS], normalize=True
     )
     np.testing.assert_allclose([served[i] for i in range(len(TEXTS))], reference, atol=1e-5)
+
+
+def test_the_vllm_adapter_serves_chat_inside_the_app(http):
+    """The gpu profile's LLM code path (vLLM adapter) for real in Serve, on the engine test double, which
+    echoes the prompt: the answer is the prompt's first tokens, decoded."""
+    response = http.post("/v1/chat/completions", json={
+        "messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "hi"}], "max_tokens": 4})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["usage"]["completion_tokens"] == 4 and body["choices"][0]["finish_reason"] == "length"
+    llm = next(m for m in http.get("/v1/models").json()["data"] if m["role"] == "llm")
+    assert llm["status"]["deployments"]["primary"]["active"]["backend"] == "vllm"
 
 
 def test_readiness_and_models_report_both_tiers(http):

@@ -12,9 +12,11 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.gpu import LLM_ON_FAKE_VLLM
+
 pytestmark = pytest.mark.gpu_profile
 
-CLUSTER = {"nodes": [{"num_cpus": 3}, {"num_cpus": 4, "num_gpus": 1}]}
+CLUSTER = {"nodes": [{"num_cpus": 4}, {"num_cpus": 4, "num_gpus": 1}]}
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +32,7 @@ def cluster_app(ray_serve, stores, tiny_models):
         "offline": True,
         "ingress": {"num_replicas": 1, "num_cpus": 1},
         "models": {
+            "llm": LLM_ON_FAKE_VLLM,
             "embedder": {
                 "routing": {"degraded_primary_is_unavailable": False},
                 "primary": {"chain": [{"backend": "flag-embedding", "model": encoder}], **gpu},

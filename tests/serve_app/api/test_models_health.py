@@ -23,7 +23,7 @@ def test_openai_sdk_lists_models(cpu_app, admin_key):
     import openai
 
     ids = {m.id for m in openai.OpenAI(base_url=f"{cpu_app}/v1", api_key=admin_key).models.list()}
-    assert ids == {"all-minilm-l6-v2", "all-minilm-l6-v2-rerank"}
+    assert ids == {"all-minilm-l6-v2", "all-minilm-l6-v2-rerank", "smollm2-135m-instruct"}
 
 
 def test_liveness_and_readiness_need_no_credentials(anonymous):
@@ -37,6 +37,7 @@ def test_liveness_and_readiness_need_no_credentials(anonymous):
             "redis": {"ok": True, "degraded": False},
             "embedder": {"ok": True, "primary": True},
             "reranker": {"ok": True, "primary": True},
+            "llm": {"ok": True, "primary": True},
         },
     }
 

@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from sse_starlette import EventSourceResponse
+
+from serve_app.api.deps import get_state
+from serve_app.errors import EduserveError, ErrorCode, error_body
+from serve_app.protocol.chat import ChatCompletion, ChatCompletionRequest
+from serve_app.protocol.common import ERROR_RESPONSES
+from serve_app.state import AppState
+
+router = APIRouter(tags=["openai"])
+logger = logging.getLogger("ray.serve.eduserve.chat")
+
+
+@router.post(
+    "/v1/chat/completions",
+    response_model=ChatCompletion,
+    responses={**ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}}, "description": "stream=true: SSE"}},
+)
+async def create_chat_completion(request: ChatCompletionRequest, state: Annotated[AppState, Depends(get_state)]):
+    """OpenAI chat completions, whole or streamed (`data: {chunk}` events, then `data: [DONE]`).
+    A request without a system message gets the service's tutor system prompt."""
+    model = state.chat.model_name(request.model)
+    payload = state.chat.payload(
+        [m.as_model_message() for m in request.messages],
+        max_tokens=request.token_limit(),
+        temperature=request.temperature,
+        top_p=request.top_p,
+        stop=request.stop,
+        seed=request.seed,
+    )
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+    if not request.stream:
+        result = await state.chat.complete(payload)
+        usage = result["usage"]
+        return ChatCompletion(
+            id=completion_id, created=created, model=model,
+            choices=[{"index": 0, "message": {"role": "assistant", "content": result["text"]},
+                      "finish_reason": result["finish_reason"]}],
+            usage={**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]},
+        )
+    items = await state.chat.stream(payload)
+    include_usage = bool(request.stream_options and request.stream_options.include_usage)
+    return EventSourceResponse(_openai_chunks(items, completion_id, created, model, include_usage), ping=15)
+
+
+async def _openai_chunks(
+    items: AsyncIterator[dict[str, Any]], completion_id: str, created: int, model: str, include_usage: bool
+) -> AsyncIterator[dict[str, str]]:
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> dict[str, str]:
+        body = {
+            "id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}] if delta is not None else [],
+            **extra,
+        }
+        return {"data": json.dumps(body)}
+
+    yield chunk({"role": "assistant", "content": ""})
+    try:
+        async for item in items:
+            if "delta" in item:
+                yield chunk({"content": item["delta"]})
+            elif "finish_reason" in item:
+                yield chunk({}, item["finish_reason"])
+                if include_usage:
+                    usage = item["usage"]
+                    total = usage["prompt_tokens"] + usage["completion_tokens"]
+                    yield chunk(None, usage={**usage, "total_tokens": total})
+    except EduserveError as exc:  # after the first chunk the status is sent: report in-band, OpenAI style
+        yield {"data": json.dumps(error_body(exc.code, exc.message))}
+    except Exception:
+        logger.exception("chat completion stream failed")
+        yield {"data": json.dumps(error_body(ErrorCode.INTERNAL, "generation failed"))}
+    yield {"data": "[DONE]"}
