@@ -67,6 +67,16 @@ def _create_api_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stop_embedded(args: argparse.Namespace) -> int:
+    from serve_app.storage.embedded import EmbeddedPostgres, EmbeddedRedis
+
+    settings = load_settings(args.profile)
+    EmbeddedRedis(settings.data_dir).stop()
+    EmbeddedPostgres(settings.data_dir).stop()
+    print(f"embedded PostgreSQL and Redis under {settings.data_dir} are stopped")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from serve_app.runner import run_service
 
@@ -106,6 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     key.add_argument("--expires-in-days", type=int, default=None)
     key.add_argument("--profile", default=None)
     key.set_defaults(handler=_create_api_key)
+
+    stop = commands.add_parser(
+        "stop-embedded", help="stop the embedded PostgreSQL/Redis (left running by a plain `serve run`)"
+    )
+    stop.add_argument("--profile", default=None)
+    stop.set_defaults(handler=_stop_embedded)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
