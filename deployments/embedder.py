@@ -40,5 +40,10 @@ class Embedder(ModelReplica):
         vectors, lengths = self._run_batch(texts, self.backend.count_tokens, self.backend.encode)
         return list(zip(vectors, lengths, strict=True))
 
+    async def tokenizer_json(self) -> str:
+        """The model's fast tokenizer, serialised: the ingress chunks documents with exactly these tokens
+        (through `tokenizers`, without torch)."""
+        return self.backend.tokenizer.backend_tokenizer.to_str()
+
     def _details(self) -> dict[str, Any]:
         return {"dimensions": self.backend.dimensions, "max_seq_length": self.backend.max_seq_length}

@@ -152,6 +152,31 @@ class ChatSettings(StrictModel):
     max_message_chars: int = Field(16_000, ge=1)
 
 
+class RagSettings(StrictModel):
+    """Documents, chunking and retrieval."""
+
+    chunk_tokens: int = Field(200, ge=16, description="tokens per chunk (the embedder must accept them + heading)")
+    chunk_overlap: int = Field(40, ge=0)
+    embed_batch: int = Field(64, ge=1, description="chunks per call to the Embedder while ingesting")
+    max_document_bytes: int = Field(20 * 1024 * 1024, ge=1)
+    max_documents_per_request: int = Field(100, ge=1)
+    candidates: int = Field(40, ge=1, le=1000, description="from each of dense and full-text search")
+    rerank_candidates: int = Field(20, ge=1, le=200, description="fused candidates the Reranker re-orders")
+    top_k: int = Field(5, ge=1, le=50)
+    ef_search: int = Field(100, ge=1, le=1000, description="HNSW search breadth (recall vs speed)")
+    rrf_k: int = Field(60, ge=1, description="reciprocal rank fusion constant")
+    cache_ttl_s: float = Field(300.0, gt=0, description="search results cache (5 minutes)")
+    min_relevance: float = Field(
+        0.62, ge=0, le=1, description="a chat source must score at least this (rerank score) to be used"
+    )
+
+    @model_validator(mode="after")
+    def _overlap(self) -> RagSettings:
+        if self.chunk_overlap >= self.chunk_tokens:
+            raise ValueError("chunk_overlap must be smaller than chunk_tokens")
+        return self
+
+
 class ModelsConfig(StrictModel):
     embedder: RoleConfig
     reranker: RoleConfig
@@ -188,6 +213,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
+    rag: RagSettings = Field(default_factory=RagSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     models: ModelsConfig
 

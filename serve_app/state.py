@@ -17,7 +17,9 @@ from serve_app.security.tokens import TokenService
 from serve_app.services.auth import AuthService
 from serve_app.services.chat import ChatService
 from serve_app.services.chat_sessions import ChatSessions
+from serve_app.services.documents import DocumentService
 from serve_app.services.embeddings import EmbeddingService
+from serve_app.services.rag import RagService
 from serve_app.services.rerank import RerankService
 from serve_app.settings import Settings
 from serve_app.storage.cache import RedisLink, TieredCache
@@ -55,6 +57,8 @@ class AppState:
         self.limiter: RateLimiter
         self.auth: AuthService
         self.sessions: ChatSessions
+        self.documents: DocumentService
+        self.rag: RagService
 
     async def startup(self) -> None:
         database_url, redis_url = self.settings.database_url, self.settings.redis_url
@@ -75,7 +79,10 @@ class AppState:
         self.auth = AuthService(self.db, self.tokens, TieredCache(self.redis, storage, "revoked-jti"), self.settings.auth)
         # Session context changes on every turn and any replica may serve the next one: keep L1 copies short.
         session_cache = TieredCache(self.redis, storage, "chat-session", l1_ttl_s=2.0)
-        self.sessions = ChatSessions(self.db, session_cache, self.chat, self.settings.chat)
+        self.documents = DocumentService(self.db, self.embeddings, self.settings.rag)
+        self.rag = RagService(self.db, TieredCache(self.redis, storage, "rag-search"), self.documents,
+                              self.embeddings, self.rerank, self.settings.rag)
+        self.sessions = ChatSessions(self.db, session_cache, self.chat, self.rag, self.settings)
         if not await self.db.open():  # not fatal: requests that need it get 503 until it is back
             logger.error("starting without the database: %s", self.db.last_error)
 

@@ -63,14 +63,13 @@ async def test_vectors_round_trip_and_knn_uses_the_hnsw_index(fresh_database):
         rng = np.random.default_rng(0)
         vectors = rng.standard_normal((3000, 384)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        await conn.execute("INSERT INTO collections (name, kind) VALUES ('c', 'course')")
+        collection = await conn.fetchval("INSERT INTO collections (name, kind) VALUES ('c', 'course') RETURNING id")
         doc = await conn.fetchval(
-            "INSERT INTO documents (collection_id, title, content_hash)"
-            " SELECT id, 'd', 'h' FROM collections WHERE name = 'c' RETURNING id"
+            "INSERT INTO documents (collection_id, title, content_hash) VALUES ($1, 'd', 'h') RETURNING id", collection
         )
         await conn.copy_records_to_table(
-            "chunks", columns=["document_id", "position", "content", "token_count", "embedding"],
-            records=[(doc, i, f"chunk {i}", 3, v) for i, v in enumerate(vectors)],
+            "chunks", columns=["document_id", "collection_id", "position", "content", "token_count", "embedding"],
+            records=[(doc, collection, i, f"chunk {i}", 3, v) for i, v in enumerate(vectors)],
         )
         stored = await conn.fetchval("SELECT embedding FROM chunks WHERE position = 7")
         np.testing.assert_allclose(stored.to_numpy(), vectors[7], rtol=1e-6)
