@@ -35,6 +35,8 @@ status:
 bench: models
 	$(BIN)/python bench/embeddings.py
 	$(BIN)/python bench/routing.py
+	$(BIN)/python bench/llm.py
+	$(BIN)/python bench/rag.py
 
 lint: install
 	$(BIN)/ruff check serve_app deployments tests bench

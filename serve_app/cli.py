@@ -67,6 +67,24 @@ def _create_api_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ingest(args: argparse.Namespace) -> int:
+    from serve_app.ingest_cli import default_api_key, ingest
+
+    api_key = args.api_key or default_api_key(load_settings(args.profile).data_dir)
+    if not api_key:
+        print("eduserve: no API key: pass --api-key, set EDUSERVE_API_KEY, or start the service with `make run`",
+              file=sys.stderr)
+        return 2
+    try:
+        totals = ingest(Path(args.path), args.collection, args.url, api_key)
+    except FileNotFoundError as exc:
+        print(f"eduserve: {exc}", file=sys.stderr)
+        return 2
+    print(f"{totals['added']} added ({totals['chunks']} chunks), {totals['duplicates']} already there, "
+          f"{totals['failed']} failed, of {totals['files']} files")
+    return 1 if totals["failed"] else 0
+
+
 def _stop_embedded(args: argparse.Namespace) -> int:
     from serve_app.storage.embedded import EmbeddedPostgres, EmbeddedRedis
 
@@ -116,6 +134,14 @@ def main(argv: list[str] | None = None) -> int:
     key.add_argument("--expires-in-days", type=int, default=None)
     key.add_argument("--profile", default=None)
     key.set_defaults(handler=_create_api_key)
+
+    ingest = commands.add_parser("ingest", help="upload a file or folder (.pdf, .md, .txt) to a collection")
+    ingest.add_argument("path")
+    ingest.add_argument("--collection", required=True, help="a course collection, or `private`")
+    ingest.add_argument("--url", default="http://127.0.0.1:8000", help="the running service")
+    ingest.add_argument("--api-key", default=None, help="default: EDUSERVE_API_KEY, else the demo key")
+    ingest.add_argument("--profile", default=None)
+    ingest.set_defaults(handler=_ingest)
 
     stop = commands.add_parser(
         "stop-embedded", help="stop the embedded PostgreSQL/Redis (left running by a plain `serve run`)"

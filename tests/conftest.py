@@ -159,12 +159,22 @@ def app_overrides(stores: Stores, **extra: Any) -> dict[str, Any]:
     return merged
 
 
-@pytest.fixture
-def cpu_app(ray_serve: RayServe, stores: Stores) -> str:
-    """Base URL of the app on the cpu profile (deployed once per session, re-deployed after a switch)."""
+def deploy_cpu_app(ray_serve: RayServe, stores: Stores) -> str:
     from serve_app.app import AppArgs, build_app
 
     return ray_serve.deploy("cpu", build_app(AppArgs(profile="cpu", overrides=stores.overrides())), **CPU_RAY)
+
+
+@pytest.fixture
+def cpu_app(ray_serve: RayServe, stores: Stores) -> str:
+    """Base URL of the app on the cpu profile (deployed once per session, re-deployed after a switch)."""
+    return deploy_cpu_app(ray_serve, stores)
+
+
+@pytest.fixture(scope="module")
+def cpu_app_module(ray_serve: RayServe, stores: Stores) -> str:
+    """The same app, for module-scoped fixtures that set up data once (e.g. an ingested corpus)."""
+    return deploy_cpu_app(ray_serve, stores)
 
 
 @pytest.fixture

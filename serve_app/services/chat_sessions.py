@@ -10,14 +10,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 from serve_app import request_trace
 from serve_app.errors import EduserveError, ErrorCode, error_body
+from serve_app.services.auth import Principal
 from serve_app.services.chat import ChatService
-from serve_app.settings import ChatSettings
+from serve_app.services.rag import RagService, SearchParams
+from serve_app.settings import Settings
 from serve_app.storage.cache import TieredCache
 from serve_app.storage.db import Database
 
@@ -47,12 +50,41 @@ def _message(row: Any) -> dict[str, Any]:
     return message
 
 
+NOTHING_FOUND = (
+    "I could not find anything about this in your course materials or your documents, so I would rather not "
+    "guess. Try rephrasing the question, or add a document that covers it."
+)
+GROUNDING = (
+    "Answer the student's question using only the numbered sources below. Cite the sources you use as [1], [2]. "
+    "If the sources do not contain the answer, say that you could not find it.\n\nSources:\n{sources}"
+)
+CITATION = re.compile(r"\[\d+\]")
+
+
+def numbered_sources(hits: list[dict[str, Any]]) -> str:
+    blocks = []
+    for n, hit in enumerate(hits, start=1):
+        heading = f" — {hit['heading']}" if hit.get("heading") else ""
+        blocks.append(f"[{n}] {hit['document_title']}{heading}\n{hit['content']}")
+    return "\n\n".join(blocks)
+
+
+def source_refs(hits: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {"n": n, "document_id": h["document_id"], "title": h["document_title"], "chunk_id": h["chunk_id"],
+         "position": h["position"], "score": round(float(h["score"]), 4)}
+        for n, h in enumerate(hits, start=1)
+    ]
+
+
 class ChatSessions:
-    def __init__(self, db: Database, cache: TieredCache, chat: ChatService, settings: ChatSettings):
+    def __init__(self, db: Database, cache: TieredCache, chat: ChatService, rag: RagService, settings: Settings):
         self.db = db
         self.cache = cache
         self.chat = chat
-        self.settings = settings
+        self.rag = rag
+        self.settings = settings.chat
+        self.rag_settings = settings.rag
         self._background: set[asyncio.Task] = set()
 
     # ------------------------------------------------------------------ sessions
@@ -146,6 +178,7 @@ class ChatSessions:
         context = {
             "user_id": user_id,
             "title": session["title"],
+            "retrieval": session["retrieval"],
             "messages": [dict(r) for r in reversed(rows)],
         }
         await self.cache.set(session_id, context, self.settings.session_cache_ttl_s)
@@ -181,31 +214,60 @@ class ChatSessions:
     # ------------------------------------------------------------------ a turn
 
     async def send(
-        self, user_id: str, session_id: str, content: str, *, max_tokens: int | None, temperature: float,
+        self, principal: Principal, session_id: str, content: str, *, max_tokens: int | None, temperature: float,
         seed: int | None,
     ) -> AsyncIterator[dict[str, str]]:
         """Store the user's message, start the answer, and return the SSE events of the rest of the turn.
 
         Raises (before any event) when the session is not the caller's or the model refuses the prompt."""
-        context = await self._context(user_id, session_id)
+        context = await self._context(principal.user_id, session_id)
         history = [{"role": m["role"], "content": m["content"]} for m in context["messages"]]
         title = content.strip().splitlines()[0][:80] if not context["title"] else None
         user_message = await self._insert(session_id, "user", content, "completed", title=title)
         context = await self._remember(session_id, {**context, "title": context["title"] or title}, user_message)
+
+        system_prompt, sources = None, None
+        if context.get("retrieval"):
+            sources = await self._sources(principal, content)
+            if not sources:
+                return self._canned(session_id, context, user_message["id"], NOTHING_FOUND)
+            system_prompt = f"{self.settings.system_prompt}\n\n" + GROUNDING.format(sources=numbered_sources(sources))
         payload = self.chat.payload(
             [*history, {"role": "user", "content": content}],
             max_tokens=max_tokens, temperature=temperature, seed=seed,
-            history_token_budget=self.settings.history_token_budget,
+            history_token_budget=self.settings.history_token_budget, system_prompt=system_prompt,
         )
         items = await self.chat.stream(payload)
-        return self._events(session_id, context, user_message["id"], items)
+        return self._events(session_id, context, user_message["id"], items, sources)
+
+    async def _sources(self, principal: Principal, question: str) -> list[dict[str, Any]]:
+        """Chunks relevant enough to ground an answer (reranked hybrid search over readable collections)."""
+        found = await self.rag.search(principal, SearchParams(
+            query=question, collections=None, top_k=self.rag_settings.top_k, mode="hybrid", rerank=True,
+            ef_search=self.rag_settings.ef_search,
+        ))
+        return [hit for hit in found["results"] if hit["score"] >= self.rag_settings.min_relevance]
+
+    async def _canned(self, session_id: str, context: dict[str, Any], user_message_id: str,
+                      text: str) -> AsyncIterator[dict[str, str]]:
+        """An answer that needs no model: nothing relevant was found, so nothing is made up."""
+        message = await self._insert(session_id, "assistant", text, "completed", metadata={"sources": [],
+                                                                                         "grounded": False})
+        await self._remember(session_id, context, message)
+        yield {"event": "token", "data": json.dumps({"delta": text})}
+        yield {"event": "done", "data": json.dumps({
+            "message_id": message["id"], "user_message_id": user_message_id, "finish_reason": "stop",
+            "device": None, "sources": [], "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+        })}
 
     async def _events(
-        self, session_id: str, context: dict[str, Any], user_message_id: str, items: AsyncIterator[dict[str, Any]]
+        self, session_id: str, context: dict[str, Any], user_message_id: str, items: AsyncIterator[dict[str, Any]],
+        sources: list[dict[str, Any]] | None = None,
     ) -> AsyncIterator[dict[str, str]]:
         parts: list[str] = []
         route = request_trace.headers()
         device = dict(route).get(b"x-eduserve-device", b"").decode() or None
+        refs = source_refs(sources) if sources is not None else None
         finished = False
         try:
             async for item in items:
@@ -213,18 +275,28 @@ class ChatSessions:
                     parts.append(item["delta"])
                     yield {"event": "token", "data": json.dumps({"delta": item["delta"]})}
                 elif "finish_reason" in item:
+                    if refs and not CITATION.search("".join(parts)):
+                        # The model did not cite: list the sources it was given, so the answer stays traceable.
+                        footer = "\n\nSources: " + "; ".join(f"[{r['n']}] {r['title']}" for r in refs)
+                        parts.append(footer)
+                        yield {"event": "token", "data": json.dumps({"delta": footer})}
                     usage = item["usage"]
+                    metadata = {"finish_reason": item["finish_reason"], "device": device}
+                    if refs is not None:
+                        metadata |= {"sources": refs, "grounded": True}
                     message = await self._insert(
-                        session_id, "assistant", "".join(parts), "completed", usage["completion_tokens"],
-                        {"finish_reason": item["finish_reason"], "device": device},
+                        session_id, "assistant", "".join(parts), "completed", usage["completion_tokens"], metadata,
                     )
                     finished = True
                     await self._remember(session_id, context, message)
-                    yield {"event": "done", "data": json.dumps({
+                    done = {
                         "message_id": message["id"], "user_message_id": user_message_id,
                         "finish_reason": item["finish_reason"], "device": device,
                         "usage": {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]},
-                    })}
+                    }
+                    if refs is not None:
+                        done["sources"] = refs
+                    yield {"event": "done", "data": json.dumps(done)}
         except EduserveError as exc:
             finished = True
             await self._insert(session_id, "assistant", "".join(parts), "error", metadata={"error": exc.code.code})

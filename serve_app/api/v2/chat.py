@@ -47,7 +47,7 @@ async def delete_session(session_id: str, principal: CurrentPrincipal, state: St
 async def send_message(session_id: str, body: MessageCreate, principal: CurrentPrincipal, state: State):
     """Add the user's message and stream the answer as server-sent events."""
     events = await state.sessions.send(
-        principal.user_id, session_id, body.content,
+        principal, session_id, body.content,
         max_tokens=body.max_tokens, temperature=body.temperature, seed=body.seed,
     )
     return EventSourceResponse(events, ping=15)
