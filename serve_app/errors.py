@@ -39,6 +39,8 @@ class ErrorCode(Enum):
     DATABASE_UNAVAILABLE = ("database_unavailable", 503, "server_error")
     CONFLICT = ("conflict", 409, "invalid_request_error")
     CONTEXT_LENGTH_EXCEEDED = ("context_length_exceeded", 400, "invalid_request_error")
+    CONTENT_BLOCKED = ("content_blocked", 400, "invalid_request_error")
+    UNKNOWN_VOICE = ("unknown_voice", 400, "invalid_request_error")
     TIMEOUT = ("timeout", 504, "server_error")
     INTERNAL = ("internal", 500, "server_error")
 

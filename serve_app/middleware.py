@@ -49,7 +49,7 @@ class RequestContextMiddleware:
                 message["headers"] = headers
             await send(message)
 
-        token = request_trace.start()
+        token = request_trace.start(request_id)
         try:
             await self.app(scope, receive, send_with_headers)
         finally:

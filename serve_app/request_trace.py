@@ -9,14 +9,21 @@ from __future__ import annotations
 from contextvars import ContextVar, Token
 
 _TRACE: ContextVar[list[tuple[str, str, str]] | None] = ContextVar("eduserve_route_trace", default=None)
+_REQUEST_ID: ContextVar[str | None] = ContextVar("eduserve_request_id", default=None)
 
 
-def start() -> Token:
-    return _TRACE.set([])
+def start(request_id: str | None = None) -> tuple[Token, Token]:
+    return _TRACE.set([]), _REQUEST_ID.set(request_id)
 
 
-def reset(token: Token) -> None:
-    _TRACE.reset(token)
+def reset(tokens: tuple[Token, Token]) -> None:
+    _TRACE.reset(tokens[0])
+    _REQUEST_ID.reset(tokens[1])
+
+
+def request_id() -> str | None:
+    """The current request's id (as returned in X-Request-ID), for records such as safety events."""
+    return _REQUEST_ID.get()
 
 
 def record(role: str, tier: str, deployment: str) -> None:

@@ -177,13 +177,50 @@ class RagSettings(StrictModel):
         return self
 
 
+Category = Literal["toxicity", "prompt_injection", "self_harm"]
+
+
+class SafetySettings(StrictModel):
+    """What the safety pipeline blocks, per role: a category is blocked at or above its threshold."""
+
+    enabled: bool = True
+    thresholds: dict[Literal["student", "teacher", "admin"], dict[Category, float]] = Field(
+        default_factory=lambda: {
+            "student": {"toxicity": 0.6, "prompt_injection": 0.8, "self_harm": 0.5},
+            "teacher": {"toxicity": 0.9, "prompt_injection": 0.95, "self_harm": 0.5},
+            "admin": {"toxicity": 0.95, "prompt_injection": 0.99, "self_harm": 0.5},
+        },
+        description="students are held to stricter thresholds",
+    )
+    pii_action: Literal["redact", "block", "allow"] = Field(
+        "redact", description="personal data in a user's message: redacted before the model and storage, or refused"
+    )
+    output_release_words: int = Field(
+        4, ge=1, description="streamed answers are released in word groups, each checked (with its sentence) first"
+    )
+    injection_min_words: int = Field(
+        4, ge=1, description="shorter texts are not scored for prompt injection: jailguard is unreliable on them "
+                             "(measured: 'a' scores 0.93, 'Hello!' over 0.8)",
+    )
+    blocked_terms: list[str] = Field(
+        default_factory=list, description="words or phrases always blocked, in and out (case-insensitive, whole words)"
+    )
+    self_harm_message: str = (
+        "This sounds really hard, and you deserve support. Please talk to someone you trust, such as a teacher, "
+        "a parent or a school counsellor, or contact a local helpline."
+    )
+
+
 class ModelsConfig(StrictModel):
     embedder: RoleConfig
     reranker: RoleConfig
     llm: RoleConfig
+    tts: RoleConfig
+    safety: RoleConfig
 
     def roles(self) -> dict[str, RoleConfig]:
-        return {"embedder": self.embedder, "reranker": self.reranker, "llm": self.llm}
+        return {"embedder": self.embedder, "reranker": self.reranker, "llm": self.llm, "tts": self.tts,
+                "safety": self.safety}
 
 
 class Settings(BaseSettings):
@@ -214,6 +251,7 @@ class Settings(BaseSettings):
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
     rag: RagSettings = Field(default_factory=RagSettings)
+    safety: SafetySettings = Field(default_factory=SafetySettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     models: ModelsConfig
 

@@ -17,10 +17,13 @@ from serve_app.security.tokens import TokenService
 from serve_app.services.auth import AuthService
 from serve_app.services.chat import ChatService
 from serve_app.services.chat_sessions import ChatSessions
+from serve_app.services.content import ContentService
 from serve_app.services.documents import DocumentService
 from serve_app.services.embeddings import EmbeddingService
+from serve_app.services.profiles import ProfileService
 from serve_app.services.rag import RagService
 from serve_app.services.rerank import RerankService
+from serve_app.services.safety import SafetyService
 from serve_app.settings import Settings
 from serve_app.storage.cache import RedisLink, TieredCache
 from serve_app.storage.db import Database
@@ -59,6 +62,9 @@ class AppState:
         self.sessions: ChatSessions
         self.documents: DocumentService
         self.rag: RagService
+        self.safety: SafetyService
+        self.profiles: ProfileService
+        self.content: ContentService
 
     async def startup(self) -> None:
         database_url, redis_url = self.settings.database_url, self.settings.redis_url
@@ -82,7 +88,11 @@ class AppState:
         self.documents = DocumentService(self.db, self.embeddings, self.settings.rag)
         self.rag = RagService(self.db, TieredCache(self.redis, storage, "rag-search"), self.documents,
                               self.embeddings, self.rerank, self.settings.rag)
-        self.sessions = ChatSessions(self.db, session_cache, self.chat, self.rag, self.settings)
+        self.safety = SafetyService(self.routers["safety"], self.db, self.settings.safety)
+        self.profiles = ProfileService(self.db, TieredCache(self.redis, storage, "profile", l1_ttl_s=2.0))
+        self.content = ContentService(self.chat, self.safety, self.profiles, self.routers["tts"])
+        self.sessions = ChatSessions(self.db, session_cache, self.chat, self.rag, self.safety, self.profiles,
+                                     self.settings)
         if not await self.db.open():  # not fatal: requests that need it get 503 until it is back
             logger.error("starting without the database: %s", self.db.last_error)
 

@@ -130,6 +130,8 @@ class Stores:
             "rate_limits": {"auth_per_ip": "10000/minute", "per_principal": "100000/minute"},
             "http": {"trust_forwarded_proto": True, "cors_allow_origins": ["https://app.example"]},
             "chat": {"max_message_chars": 100_000},  # lets a test send a prompt longer than the context
+            # An answer-only trigger for the output filter: "Pacific" appears in no question the tests ask.
+            "safety": {"blocked_terms": ["Pacific"]},
         }
 
     def settings(self, profile: str = "cpu"):

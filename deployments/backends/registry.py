@@ -59,6 +59,30 @@ def _vllm(spec: BackendSpec, device: DeviceInfo):
     return VLLMBackend(spec, device)
 
 
+def _safety_classic(spec: BackendSpec, device: DeviceInfo):
+    from deployments.backends.safety_backends import classic
+
+    return classic(spec, device)
+
+
+def _safety_transformers(spec: BackendSpec, device: DeviceInfo):
+    from deployments.backends.safety_backends import transformers_safety
+
+    return transformers_safety(spec, device)
+
+
+def _hibari(spec: BackendSpec, device: DeviceInfo):
+    from deployments.backends.tts_backends import HibariTTS
+
+    return HibariTTS(spec, device)
+
+
+def _transformers_tts(spec: BackendSpec, device: DeviceInfo):
+    from deployments.backends.tts_backends import TransformersTTS
+
+    return TransformersTTS(spec, device)
+
+
 EMBEDDING_BACKENDS: dict[str, Factory] = {
     "sentence-transformers": _sentence_transformers,
     "flag-embedding": _flag_embedding,
@@ -76,8 +100,20 @@ LLM_BACKENDS: dict[str, Factory] = {
     "transformers": _transformers_llm,
 }
 
+SAFETY_BACKENDS: dict[str, Factory] = {
+    "classic": _safety_classic,
+    "transformers": _safety_transformers,
+}
+
+TTS_BACKENDS: dict[str, Factory] = {
+    "hibari": _hibari,
+    "transformers": _transformers_tts,
+}
+
 BACKENDS_BY_ROLE: dict[str, dict[str, Factory]] = {
     "embedder": EMBEDDING_BACKENDS,
     "reranker": RERANK_BACKENDS,
     "llm": LLM_BACKENDS,
+    "safety": SAFETY_BACKENDS,
+    "tts": TTS_BACKENDS,
 }

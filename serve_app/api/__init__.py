@@ -10,9 +10,9 @@ from starlette.middleware.cors import CORSMiddleware
 
 from serve_app.api import health
 from serve_app.api.deps import current_principal
+from serve_app.api.v1 import audio, embeddings, models, moderations, rerank
 from serve_app.api.v1 import chat as chat_v1
-from serve_app.api.v1 import embeddings, models, rerank
-from serve_app.api.v2 import admin, auth, documents
+from serve_app.api.v2 import admin, auth, content, documents
 from serve_app.api.v2 import chat as chat_v2
 from serve_app.errors import install_error_handlers
 from serve_app.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware
@@ -44,8 +44,8 @@ def create_api(state: AppState) -> FastAPI:
     app.include_router(auth.router)
     # Everything else needs a JWT or an API key (and counts against the caller's rate limit).
     protected = [Depends(current_principal)]
-    for router in (models.router, embeddings.router, rerank.router, chat_v1.router, chat_v2.router,
-                   documents.router):
+    for router in (models.router, embeddings.router, rerank.router, chat_v1.router, audio.router,
+                   moderations.router, chat_v2.router, documents.router, content.router):
         app.include_router(router, dependencies=protected)
     app.include_router(admin.router)
 

@@ -19,7 +19,10 @@ from serve_app import request_trace
 from serve_app.errors import EduserveError, ErrorCode, error_body
 from serve_app.services.auth import Principal
 from serve_app.services.chat import ChatService
+from serve_app.services.content import describe_level
+from serve_app.services.profiles import ProfileService
 from serve_app.services.rag import RagService, SearchParams
+from serve_app.services.safety import ContentBlocked, OutputGuard, SafetyService
 from serve_app.settings import Settings
 from serve_app.storage.cache import TieredCache
 from serve_app.storage.db import Database
@@ -78,11 +81,14 @@ def source_refs(hits: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 class ChatSessions:
-    def __init__(self, db: Database, cache: TieredCache, chat: ChatService, rag: RagService, settings: Settings):
+    def __init__(self, db: Database, cache: TieredCache, chat: ChatService, rag: RagService, safety: SafetyService,
+                 profiles: ProfileService, settings: Settings):
         self.db = db
         self.cache = cache
         self.chat = chat
         self.rag = rag
+        self.safety = safety
+        self.profiles = profiles
         self.settings = settings.chat
         self.rag_settings = settings.rag
         self._background: set[asyncio.Task] = set()
@@ -219,26 +225,32 @@ class ChatSessions:
     ) -> AsyncIterator[dict[str, str]]:
         """Store the user's message, start the answer, and return the SSE events of the rest of the turn.
 
-        Raises (before any event) when the session is not the caller's or the model refuses the prompt."""
+        Raises (before any event) when the session is not the caller's, the safety pipeline blocks the message
+        (nothing is stored; the block is recorded), or the model refuses the prompt."""
         context = await self._context(principal.user_id, session_id)
+        content = await self.safety.check_input(principal, content)  # personal data redacted per policy
         history = [{"role": m["role"], "content": m["content"]} for m in context["messages"]]
         title = content.strip().splitlines()[0][:80] if not context["title"] else None
         user_message = await self._insert(session_id, "user", content, "completed", title=title)
         context = await self._remember(session_id, {**context, "title": context["title"] or title}, user_message)
 
-        system_prompt, sources = None, None
+        system_prompt, sources = self.settings.system_prompt, None
+        level = (await self.profiles.get(principal.user_id)).get("reading_level")
+        if level:
+            system_prompt += f" The student reads at {describe_level(level)}: match your words and sentences to it."
         if context.get("retrieval"):
             sources = await self._sources(principal, content)
             if not sources:
                 return self._canned(session_id, context, user_message["id"], NOTHING_FOUND)
-            system_prompt = f"{self.settings.system_prompt}\n\n" + GROUNDING.format(sources=numbered_sources(sources))
+            system_prompt += "\n\n" + GROUNDING.format(sources=numbered_sources(sources))
         payload = self.chat.payload(
             [*history, {"role": "user", "content": content}],
             max_tokens=max_tokens, temperature=temperature, seed=seed,
             history_token_budget=self.settings.history_token_budget, system_prompt=system_prompt,
         )
         items = await self.chat.stream(payload)
-        return self._events(session_id, context, user_message["id"], items, sources)
+        guard = self.safety.output_guard(principal)
+        return self._events(session_id, context, user_message["id"], items, guard, sources)
 
     async def _sources(self, principal: Principal, question: str) -> list[dict[str, Any]]:
         """Chunks relevant enough to ground an answer (reranked hybrid search over readable collections)."""
@@ -262,7 +274,7 @@ class ChatSessions:
 
     async def _events(
         self, session_id: str, context: dict[str, Any], user_message_id: str, items: AsyncIterator[dict[str, Any]],
-        sources: list[dict[str, Any]] | None = None,
+        guard: OutputGuard, sources: list[dict[str, Any]] | None = None,
     ) -> AsyncIterator[dict[str, str]]:
         parts: list[str] = []
         route = request_trace.headers()
@@ -272,9 +284,15 @@ class ChatSessions:
         try:
             async for item in items:
                 if "delta" in item:
-                    parts.append(item["delta"])
-                    yield {"event": "token", "data": json.dumps({"delta": item["delta"]})}
+                    released = await guard.feed(item["delta"])  # held back until checked
+                    if released:
+                        parts.append(released)
+                        yield {"event": "token", "data": json.dumps({"delta": released})}
                 elif "finish_reason" in item:
+                    released = await guard.finish()
+                    if released:
+                        parts.append(released)
+                        yield {"event": "token", "data": json.dumps({"delta": released})}
                     if refs and not CITATION.search("".join(parts)):
                         # The model did not cite: list the sources it was given, so the answer stays traceable.
                         footer = "\n\nSources: " + "; ".join(f"[{r['n']}] {r['title']}" for r in refs)
@@ -297,6 +315,13 @@ class ChatSessions:
                     if refs is not None:
                         done["sources"] = refs
                     yield {"event": "done", "data": json.dumps(done)}
+        except ContentBlocked as exc:
+            # The answer tripped the filter: what was already shown is kept, marked blocked; the rest never left.
+            finished = True
+            await items.aclose()
+            await self._insert(session_id, "assistant", "".join(parts), "blocked",
+                               metadata={"safety_category": exc.category})
+            yield {"event": "error", "data": json.dumps(error_body(exc.code, exc.message))}
         except EduserveError as exc:
             finished = True
             await self._insert(session_id, "assistant", "".join(parts), "error", metadata={"error": exc.code.code})

@@ -11,3 +11,18 @@ LLM_ON_FAKE_VLLM = {
     },
     "fallback": None,
 }
+
+# TTS and safety on CPU (the packaged voice, the classic checks) for the same reason.
+SPEECH_AND_SAFETY_ON_CPU = {
+    "tts": {
+        "primary": {"device": "cpu", "num_gpus": 0, "num_cpus": 0.1, "autoscaling": None, "num_replicas": 1,
+                    "max_queued_requests": -1, "chain": [{"backend": "hibari", "model": "package:hibari"}]},
+        "fallback": None,
+    },
+    "safety": {
+        "primary": {"device": "cpu", "num_gpus": 0, "num_cpus": 0.1, "autoscaling": None, "num_replicas": 1,
+                    "max_queued_requests": -1,
+                    "chain": [{"backend": "classic", "model": "prepared:jailguard-minilm/onnx"}]},
+        "fallback": None,
+    },
+}

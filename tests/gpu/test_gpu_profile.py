@@ -18,7 +18,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.gpu import LLM_ON_FAKE_VLLM
+from tests.gpu import LLM_ON_FAKE_VLLM, SPEECH_AND_SAFETY_ON_CPU
 
 pytestmark = pytest.mark.gpu_profile
 
@@ -45,6 +45,7 @@ def gpu_app(ray_serve, stores, tiny_models, tmp_path_factory, fail_file):
         "ingress": {"num_replicas": 1},
         "models": {
             "llm": LLM_ON_FAKE_VLLM,
+            **SPEECH_AND_SAFETY_ON_CPU,
             "embedder": {
                 "routing": {"degraded_primary_is_unavailable": False, "breaker_failure_threshold": 3,
                             "breaker_reset_s": 2, "primary_timeout_s": 10},

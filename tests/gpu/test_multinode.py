@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.gpu import LLM_ON_FAKE_VLLM
+from tests.gpu import LLM_ON_FAKE_VLLM, SPEECH_AND_SAFETY_ON_CPU
 
 pytestmark = pytest.mark.gpu_profile
 
@@ -33,6 +33,7 @@ def cluster_app(ray_serve, stores, tiny_models):
         "ingress": {"num_replicas": 1, "num_cpus": 1},
         "models": {
             "llm": LLM_ON_FAKE_VLLM,
+            **SPEECH_AND_SAFETY_ON_CPU,
             "embedder": {
                 "routing": {"degraded_primary_is_unavailable": False},
                 "primary": {"chain": [{"backend": "flag-embedding", "model": encoder}], **gpu},

@@ -260,9 +260,10 @@ async def test_stream_from_a_healthy_primary():
 
 
 def test_route_trace_headers():
-    token = request_trace.start()
+    token = request_trace.start("req-1")
     try:
         assert request_trace.headers() == []
+        assert request_trace.request_id() == "req-1"
         request_trace.record("embedder", "gpu", "EmbedderGPU")
         assert dict(request_trace.headers()) == {b"x-eduserve-device": b"gpu", b"x-eduserve-route": b"embedder=gpu"}
         request_trace.record("reranker", "cpu", "RerankerCPU")

@@ -13,7 +13,7 @@ from serve_app.settings import REPO_ROOT, ConfigError, load_settings
 def test_cpu_profile_fits_two_cores_with_fractional_cpus():
     settings = load_settings("cpu")
     roles = settings.models.roles()
-    assert set(roles) == {"embedder", "reranker", "llm"}
+    assert set(roles) == {"embedder", "reranker", "llm", "tts", "safety"}
     total = settings.ingress.num_cpus + sum(r.primary.num_cpus for r in roles.values())
     assert total <= 2
     assert all(0 < r.primary.num_cpus < 1 and r.primary.num_gpus == 0 for r in roles.values())

@@ -73,3 +73,36 @@ def build_tiny_cross_encoder(path: Path, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     return _save(BertForSequenceClassification(_config(num_labels=1)), path)
+
+
+def build_tiny_toxicity_classifier(path: Path, seed: int = 0) -> Path:
+    """A 2-layer BERT text classifier with labels non-toxic/toxic: stands in for unitary/toxic-bert."""
+    import torch
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = _config(num_labels=2, id2label={0: "non-toxic", 1: "toxic"}, label2id={"non-toxic": 0, "toxic": 1})
+    return _save(BertForSequenceClassification(config), path)
+
+
+def build_tiny_vits(path: Path, seed: int = 0) -> Path:
+    """A tiny VITS text-to-waveform model with a character vocabulary: stands in for facebook/mms-tts-eng."""
+    import torch
+    from transformers import VitsConfig, VitsModel, VitsTokenizer
+
+    path.mkdir(parents=True, exist_ok=True)
+    vocab = {c: i for i, c in enumerate(" abcdefghijklmnopqrstuvwxyz'.,?!")}
+    _write_json(path / "vocab.json", vocab)
+    tokenizer = VitsTokenizer(str(path / "vocab.json"), language=None, add_blank=True, normalize=True,
+                              phonemize=False)
+    config = VitsConfig(
+        vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, ffn_dim=32, flow_size=16,
+        spectrogram_bins=17, upsample_initial_channel=16, upsample_rates=[8, 8], upsample_kernel_sizes=[16, 16],
+        resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1, 3]], prior_encoder_num_flows=1,
+        posterior_encoder_num_wavenet_layers=1, duration_predictor_filter_channels=16, depth_separable_num_layers=1,
+        sampling_rate=16000,
+    )
+    torch.manual_seed(seed)
+    VitsModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

@@ -10,10 +10,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from sse_starlette import EventSourceResponse
 
-from serve_app.api.deps import get_state
+from serve_app.api.deps import CurrentPrincipal, get_state
 from serve_app.errors import EduserveError, ErrorCode, error_body
 from serve_app.protocol.chat import ChatCompletion, ChatCompletionRequest
 from serve_app.protocol.common import ERROR_RESPONSES
+from serve_app.services.safety import ContentBlocked, OutputGuard
 from serve_app.state import AppState
 
 router = APIRouter(tags=["openai"])
@@ -25,12 +26,20 @@ logger = logging.getLogger("ray.serve.eduserve.chat")
     response_model=ChatCompletion,
     responses={**ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}}, "description": "stream=true: SSE"}},
 )
-async def create_chat_completion(request: ChatCompletionRequest, state: Annotated[AppState, Depends(get_state)]):
+async def create_chat_completion(request: ChatCompletionRequest, principal: CurrentPrincipal,
+                                 state: Annotated[AppState, Depends(get_state)]):
     """OpenAI chat completions, whole or streamed (`data: {chunk}` events, then `data: [DONE]`).
-    A request without a system message gets the service's tutor system prompt."""
+    A request without a system message gets the service's tutor system prompt. User messages pass the safety
+    pipeline (a block is a 400 naming the category); an answer the pipeline stops ends with
+    `finish_reason: content_filter`, as OpenAI's do."""
     model = state.chat.model_name(request.model)
+    messages = [m.as_model_message() for m in request.messages]
+    user_indices = [i for i, m in enumerate(messages) if m["role"] == "user"]
+    checked = await state.safety.check_inputs(principal, [messages[i]["content"] for i in user_indices])
+    for index, text in zip(user_indices, checked, strict=True):
+        messages[index] = {**messages[index], "content": text}
     payload = state.chat.payload(
-        [m.as_model_message() for m in request.messages],
+        messages,
         max_tokens=request.token_limit(),
         temperature=request.temperature,
         top_p=request.top_p,
@@ -41,20 +50,23 @@ async def create_chat_completion(request: ChatCompletionRequest, state: Annotate
     created = int(time.time())
     if not request.stream:
         result = await state.chat.complete(payload)
+        text, blocked = await state.safety.check_output(principal, result["text"])
         usage = result["usage"]
         return ChatCompletion(
             id=completion_id, created=created, model=model,
-            choices=[{"index": 0, "message": {"role": "assistant", "content": result["text"]},
-                      "finish_reason": result["finish_reason"]}],
+            choices=[{"index": 0, "message": {"role": "assistant", "content": text},
+                      "finish_reason": "content_filter" if blocked else result["finish_reason"]}],
             usage={**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]},
         )
     items = await state.chat.stream(payload)
     include_usage = bool(request.stream_options and request.stream_options.include_usage)
-    return EventSourceResponse(_openai_chunks(items, completion_id, created, model, include_usage), ping=15)
+    guard = state.safety.output_guard(principal)
+    return EventSourceResponse(_openai_chunks(items, guard, completion_id, created, model, include_usage), ping=15)
 
 
 async def _openai_chunks(
-    items: AsyncIterator[dict[str, Any]], completion_id: str, created: int, model: str, include_usage: bool
+    items: AsyncIterator[dict[str, Any]], guard: OutputGuard, completion_id: str, created: int, model: str,
+    include_usage: bool,
 ) -> AsyncIterator[dict[str, str]]:
     def chunk(delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> dict[str, str]:
         body = {
@@ -68,13 +80,21 @@ async def _openai_chunks(
     try:
         async for item in items:
             if "delta" in item:
-                yield chunk({"content": item["delta"]})
+                released = await guard.feed(item["delta"])
+                if released:
+                    yield chunk({"content": released})
             elif "finish_reason" in item:
+                released = await guard.finish()
+                if released:
+                    yield chunk({"content": released})
                 yield chunk({}, item["finish_reason"])
                 if include_usage:
                     usage = item["usage"]
                     total = usage["prompt_tokens"] + usage["completion_tokens"]
                     yield chunk(None, usage={**usage, "total_tokens": total})
+    except ContentBlocked:  # the rest of the answer is withheld; the model's stream is closed with this one
+        await items.aclose()
+        yield chunk({}, "content_filter")
     except EduserveError as exc:  # after the first chunk the status is sent: report in-band, OpenAI style
         yield {"data": json.dumps(error_body(exc.code, exc.message))}
     except Exception:

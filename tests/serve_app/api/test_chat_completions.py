@@ -34,7 +34,7 @@ def test_openai_sdk_streaming(sdk):
     )
     chunks = list(stream)
     deltas = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
-    assert len(deltas) >= 4, deltas  # token by token, not one blob
+    assert len(deltas) >= 2, deltas  # incremental (word groups released by the output filter), not one blob
     assert "Paris" in "".join(deltas)
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
     assert finishes == ["stop"]
@@ -63,7 +63,9 @@ def test_length_limit_and_stop_strings(sdk):
 
 def test_response_says_where_it_ran(client):
     response = client.post("/v1/chat/completions", json={"messages": QUESTION, "max_tokens": 5})
-    assert response.headers["x-eduserve-device"] == "cpu" and response.headers["x-eduserve-route"] == "llm=cpu"
+    assert response.headers["x-eduserve-device"] == "cpu"
+    # the safety pipeline's calls show up too: input check, the model, then the output check
+    assert response.headers["x-eduserve-route"].split(",")[:2] == ["safety=cpu", "llm=cpu"]
 
 
 def test_raw_sse_format(client):

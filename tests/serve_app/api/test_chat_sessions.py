@@ -64,7 +64,7 @@ def test_a_turn_streams_tokens_then_stores_both_messages(alice):
     events = send(alice, session, "What is the capital of France?")
     tokens = [data["delta"] for name, data in events if name == "token"]
     done = [data for name, data in events if name == "done"]
-    assert len(tokens) >= 4 and "Paris" in "".join(tokens)
+    assert len(tokens) >= 2 and "Paris" in "".join(tokens)  # word groups, each checked before release
     assert len(done) == 1 and done[0]["finish_reason"] == "stop" and done[0]["device"] == "cpu"
     assert done[0]["usage"]["completion_tokens"] > 0
 

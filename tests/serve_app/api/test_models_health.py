@@ -23,7 +23,8 @@ def test_openai_sdk_lists_models(cpu_app, admin_key):
     import openai
 
     ids = {m.id for m in openai.OpenAI(base_url=f"{cpu_app}/v1", api_key=admin_key).models.list()}
-    assert ids == {"all-minilm-l6-v2", "all-minilm-l6-v2-rerank", "smollm2-135m-instruct"}
+    assert ids == {"all-minilm-l6-v2", "all-minilm-l6-v2-rerank", "smollm2-135m-instruct", "hibari-tts",
+                   "eduserve-moderation"}
 
 
 def test_liveness_and_readiness_need_no_credentials(anonymous):
@@ -38,6 +39,8 @@ def test_liveness_and_readiness_need_no_credentials(anonymous):
             "embedder": {"ok": True, "primary": True},
             "reranker": {"ok": True, "primary": True},
             "llm": {"ok": True, "primary": True},
+            "tts": {"ok": True, "primary": True},
+            "safety": {"ok": True, "primary": True},
         },
     }
 

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response
+from fastapi.responses import StreamingResponse
+
+from serve_app.api.deps import CurrentPrincipal, get_state
+from serve_app.protocol.common import ERROR_RESPONSES
+from serve_app.protocol.content import (
+    Profile,
+    ProfileOut,
+    ProgressEvent,
+    ProgressSummary,
+    SimplifyRequest,
+    SimplifyResponse,
+    TranslateRequest,
+    TranslateResponse,
+    TTSRequest,
+)
+from serve_app.services.audio import STREAMING_DATA_SIZE, pcm16, wav_header
+from serve_app.state import AppState
+
+router = APIRouter(tags=["content"], responses=ERROR_RESPONSES)
+State = Annotated[AppState, Depends(get_state)]
+
+
+@router.post("/v2/content/simplify", response_model=SimplifyResponse)
+async def simplify(body: SimplifyRequest, principal: CurrentPrincipal, state: State):
+    """Rewrite for a reading level (default: the profile's); Flesch-Kincaid grade and reading ease before/after."""
+    return await state.content.simplify(principal, body.text, body.reading_level)
+
+
+@router.post("/v2/content/translate", response_model=TranslateResponse)
+async def translate(body: TranslateRequest, principal: CurrentPrincipal, state: State):
+    """Translate (default target: the profile's language), by a translation model when one serves the pair."""
+    return await state.content.translate(principal, body.text, body.target_language, body.source_language)
+
+
+@router.post("/v2/content/tts", responses={200: {"content": {"audio/wav": {}}}})
+async def tts(body: TTSRequest, principal: CurrentPrincipal, state: State):
+    """Speech for long text, streamed as WAV: each sentence is sent as soon as it is synthesised."""
+    sample_rate, sentences = await state.content.speech_stream(principal, body.text, body.voice, body.speed)
+
+    async def wav():
+        yield wav_header(sample_rate, STREAMING_DATA_SIZE)
+        async for audio in sentences:
+            yield pcm16(audio)
+
+    return StreamingResponse(wav(), media_type="audio/wav")
+
+
+@router.get("/v2/profiles/me", response_model=ProfileOut, tags=["profiles"])
+async def read_profile(principal: CurrentPrincipal, state: State):
+    return await state.profiles.get(principal.user_id)
+
+
+@router.put("/v2/profiles/me", response_model=ProfileOut, tags=["profiles"])
+async def write_profile(body: Profile, principal: CurrentPrincipal, state: State):
+    """Reading level (`grade N` or CEFR), preferred language, voice, interests: defaults for the other routes."""
+    return await state.profiles.put(principal.user_id, body.model_dump())
+
+
+@router.post("/v2/profiles/me/progress", status_code=204, tags=["profiles"])
+async def record_progress(body: ProgressEvent, principal: CurrentPrincipal, state: State):
+    await state.profiles.record(principal.user_id, body.model_dump())
+    return Response(status_code=204)
+
+
+@router.get("/v2/profiles/me/progress", response_model=ProgressSummary, tags=["profiles"])
+async def progress(principal: CurrentPrincipal, state: State):
+    return await state.profiles.summary(principal.user_id)

@@ -1,0 +1,115 @@
+"""`/v1/audio/speech`, `/v1/moderations`, `/v2/content/*` and `/v2/profiles/*` schemas."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from serve_app.protocol.common import OpenAICompatibleRequest
+
+READING_LEVEL = r"^(?:grade (?:[1-9]|1[0-2])|[ABC][12])$"
+AudioFormat = Literal["wav", "pcm", "flac", "mp3"]
+
+
+class SpeechRequest(OpenAICompatibleRequest):
+    model: str | None = None
+    input: str = Field(min_length=1, max_length=4096)
+    voice: str = Field("heart", description="a served voice; OpenAI's voice names map to the default voice")
+    response_format: AudioFormat = "mp3"
+    speed: float = Field(1.0, ge=0.5, le=2.0)
+
+
+class ModerationRequest(OpenAICompatibleRequest):
+    input: str | list[str] = Field(description="one text or a list")
+    model: str | None = None
+
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+class ModerationResult(BaseModel):
+    flagged: bool
+    categories: dict[str, bool]
+    category_scores: dict[str, float]
+
+
+class ModerationResponse(BaseModel):
+    id: str
+    model: str
+    results: list[ModerationResult]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SimplifyRequest(Strict):
+    text: str = Field(min_length=1, max_length=8000)
+    reading_level: str | None = Field(None, pattern=READING_LEVEL,
+                                      description="`grade 1`..`grade 12` or CEFR `A1`..`C2`; default: your profile's")
+
+
+class Readability(BaseModel):
+    flesch_kincaid_grade: float
+    flesch_reading_ease: float
+    words: int
+    sentences: int
+
+
+class SimplifyResponse(BaseModel):
+    text: str
+    reading_level: str
+    readability: dict[Literal["before", "after"], Readability]
+    model: str
+
+
+class TranslateRequest(Strict):
+    text: str = Field(min_length=1, max_length=8000)
+    target_language: str | None = Field(None, min_length=2, max_length=40,
+                                        description="e.g. `fr` or `French`; default: your profile's language")
+    source_language: str = Field("en", min_length=2, max_length=40)
+
+
+class TranslateResponse(BaseModel):
+    text: str
+    source_language: str
+    target_language: str
+    engine: Literal["llm", "translator"]
+    model: str
+
+
+class TTSRequest(Strict):
+    text: str = Field(min_length=1, max_length=100_000)
+    voice: str | None = Field(None, description="default: your profile's voice, else the service default")
+    speed: float = Field(1.0, ge=0.5, le=2.0)
+
+
+class Profile(BaseModel):
+    reading_level: str | None = Field(None, pattern=READING_LEVEL)
+    preferred_language: str | None = Field(None, min_length=2, max_length=40)
+    voice: str | None = Field(None, max_length=40)
+    interests: list[str] = Field(default_factory=list, max_length=20)
+
+
+class ProfileOut(Profile):
+    updated_at: datetime | None = None
+
+
+class ProgressEvent(Strict):
+    kind: Literal["document_read", "quiz_score", "lesson_completed"]
+    document_id: str | None = None
+    topic: str | None = Field(None, max_length=200)
+    score: float | None = Field(None, ge=0)
+    max_score: float | None = Field(None, gt=0)
+
+
+class ProgressSummary(BaseModel):
+    events: int
+    by_kind: dict[str, int]
+    documents_read: int
+    quizzes: int
+    average_quiz_percent: float | None
+    last_activity: datetime | None
+    recent: list[dict[str, Any]]

@@ -1,0 +1,139 @@
+"""Content tools: simplify text for a reading level (readability measured before and after), translate (the
+Translator deployment for a configured language pair, the LLM otherwise), and speech. Every text in and out
+passes the safety pipeline."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import textstat
+from pyphen import Pyphen
+
+from serve_app.errors import EduserveError, ErrorCode
+from serve_app.routing import ModelRouter
+from serve_app.services.auth import Principal
+from serve_app.services.chat import ChatService
+from serve_app.services.profiles import ProfileService
+from serve_app.services.safety import ContentBlocked, SafetyService
+
+DEFAULT_LEVEL = "grade 5"
+CEFR = {"A1": "beginner", "A2": "elementary", "B1": "intermediate", "B2": "upper-intermediate",
+        "C1": "advanced", "C2": "proficient"}
+# OpenAI's voice names, accepted so existing clients work unchanged: they get the default voice.
+OPENAI_VOICES = {"alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse"}
+LANGUAGES = {"en": "English", "fr": "French", "de": "German", "es": "Spanish", "it": "Italian", "pt": "Portuguese",
+             "nl": "Dutch", "pl": "Polish", "uk": "Ukrainian", "ar": "Arabic", "zh": "Chinese", "ja": "Japanese"}
+
+
+def describe_level(level: str) -> str:
+    if level in CEFR:
+        return f"CEFR level {level} ({CEFR[level]} English learner)"
+    grade = int(level.split()[1])
+    return f"a school {level} reading level (about age {grade + 5})"
+
+
+_HYPHENATOR = Pyphen(lang="en_US")
+WORD = re.compile(r"[A-Za-z][A-Za-z']*")
+
+
+def readability(text: str) -> dict[str, Any]:
+    """Flesch-Kincaid grade and Flesch reading ease. Words and sentences are counted by textstat; syllables by
+    pyphen's hyphenation dictionary (textstat's own syllable counter fetches NLTK's cmudict at run time, and
+    this service never downloads anything)."""
+    words = WORD.findall(text)
+    count = max(1, textstat.lexicon_count(text))
+    sentences = max(1, textstat.sentence_count(text))
+    syllables = sum(len(_HYPHENATOR.positions(word.lower())) + 1 for word in words)
+    per_sentence, per_word = count / sentences, syllables / max(1, len(words))
+    return {
+        "flesch_kincaid_grade": round(0.39 * per_sentence + 11.8 * per_word - 15.59, 2),
+        "flesch_reading_ease": round(206.835 - 1.015 * per_sentence - 84.6 * per_word, 2),
+        "words": count,
+        "sentences": sentences,
+    }
+
+
+def language_name(language: str) -> str:
+    return LANGUAGES.get(language.lower(), language)
+
+
+class ContentService:
+    def __init__(self, chat: ChatService, safety: SafetyService, profiles: ProfileService, tts: ModelRouter,
+                 translator: Any | None = None):
+        self.chat = chat
+        self.safety = safety
+        self.profiles = profiles
+        self.tts = tts
+        self.translator = translator
+
+    async def _generate(self, principal: Principal, instruction: str, text: str, max_tokens: int) -> str:
+        payload = self.chat.payload(
+            [{"role": "system", "content": "You rewrite and translate texts for school students. Reply with the "
+                                           "requested text only, with no introduction."},
+             {"role": "user", "content": f"{instruction}\n\nText:\n{text}"}],
+            max_tokens=max_tokens, temperature=0.0,
+        )
+        result = await self.chat.complete(payload)
+        answer, blocked = await self.safety.check_output(principal, result["text"].strip())
+        if blocked:
+            raise ContentBlocked(blocked, f"the generated text was blocked by the safety policy ({blocked})")
+        return answer.strip()
+
+    async def simplify(self, principal: Principal, text: str, level: str | None) -> dict[str, Any]:
+        text = await self.safety.check_input(principal, text)
+        level = level or (await self.profiles.get(principal.user_id)).get("reading_level") or DEFAULT_LEVEL
+        instruction = (f"Rewrite this text for {describe_level(level)}. Use short sentences and simple, common "
+                       "words. Keep all the important facts.")
+        simplified = await self._generate(principal, instruction, text, max_tokens=min(1024, 2 * len(text.split()) + 64))
+        return {"text": simplified, "reading_level": level, "model": self.chat.model_name(None),
+                "readability": {"before": readability(text), "after": readability(simplified)}}
+
+    async def translate(self, principal: Principal, text: str, target: str | None, source: str) -> dict[str, Any]:
+        text = await self.safety.check_input(principal, text)
+        target = target or (await self.profiles.get(principal.user_id)).get("preferred_language")
+        if not target:
+            raise EduserveError(ErrorCode.VALIDATION_ERROR,
+                                "target_language: required (or set preferred_language in your profile)")
+        if self.translator is not None:
+            translated = await self.translator.translate(principal, text, source, target)
+            if translated is not None:
+                return {**translated, "source_language": source, "target_language": target, "engine": "translator"}
+        instruction = f"Translate this text from {language_name(source)} into {language_name(target)}."
+        translated = await self._generate(principal, instruction, text, max_tokens=min(1024, 3 * len(text.split()) + 64))
+        return {"text": translated, "source_language": source, "target_language": target, "engine": "llm",
+                "model": self.chat.model_name(None)}
+
+    async def voice_for(self, principal: Principal, requested: str | None) -> str | None:
+        """Requested voice (OpenAI names → the default), else the profile's, else the deployment default."""
+        if requested in OPENAI_VOICES:
+            return None
+        if requested:
+            return requested
+        return (await self.profiles.get(principal.user_id)).get("voice")
+
+    @staticmethod
+    def tts_error(result: dict[str, Any]) -> EduserveError:
+        return EduserveError(ErrorCode.UNKNOWN_VOICE, result["error"]["message"])
+
+    async def speech(self, principal: Principal, text: str, voice: str | None, speed: float) -> dict[str, Any]:
+        text = await self.safety.check_input(principal, text)
+        result = await self.tts.call("speak", text, await self.voice_for(principal, voice), speed)
+        if "error" in result:
+            raise self.tts_error(result)
+        return result
+
+    async def speech_stream(self, principal: Principal, text: str, voice: str | None, speed: float):
+        """(sample_rate, async iterator of float32 sentence audio); errors raised before the first byte."""
+        text = await self.safety.check_input(principal, text)
+        items = self.tts.stream("speak_stream", text, await self.voice_for(principal, voice), speed)
+        first = await anext(items)
+        if "error" in first:
+            await items.aclose()
+            raise self.tts_error(first)
+
+        async def audio():
+            async for item in items:
+                yield item["audio"]
+
+        return first["sample_rate"], audio()

@@ -1,0 +1,170 @@
+"""The safety pipeline: the Safety deployment scores text, this decides by the caller's role what is blocked,
+redacts personal data, and records every block (with the request id) in `safety_events`.
+
+- input (before the model): toxicity, prompt injection, self-harm block with a 400 naming the category;
+  personal data is redacted (or refused) per `safety.pii_action`;
+- output (before the user): streamed answers are released in small word groups, each checked together with
+  the rest of its sentence first; a block ends the stream. Personal data in answers is redacted.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from typing import Any
+
+from serve_app import request_trace
+from serve_app.errors import EduserveError, ErrorCode
+from serve_app.routing import ModelRouter
+from serve_app.services.auth import Principal
+from serve_app.settings import SafetySettings
+from serve_app.storage.db import Database
+
+logger = logging.getLogger("ray.serve.eduserve.safety")
+
+SENTENCE_END = re.compile(r"[.!?]\s|\n")
+CATEGORY_NAMES = {"toxicity": "harassment", "self_harm": "self-harm", "prompt_injection": "prompt-injection",
+                  "pii": "personal-data", "blocked_term": "blocked-term"}
+
+
+class ContentBlocked(EduserveError):
+    def __init__(self, category: str, message: str):
+        super().__init__(ErrorCode.CONTENT_BLOCKED, message, {"X-Eduserve-Safety-Category": category})
+        self.category = category
+
+
+class SafetyService:
+    def __init__(self, router: ModelRouter, db: Database, settings: SafetySettings):
+        self.router = router
+        self.db = db
+        self.settings = settings
+        terms = [re.escape(term) for term in settings.blocked_terms if term.strip()]
+        self.blocked_terms = re.compile(r"\b(?:" + "|".join(terms) + r")\b", re.IGNORECASE) if terms else None
+
+    async def scan(self, texts: list[str], injection: bool = True) -> list[dict[str, Any]]:
+        """The Safety deployment's scores, plus the operator's blocked terms (category `blocked_term`)."""
+        reports = await self.router.call("check", texts, injection)
+        for text, report in zip(texts, reports, strict=True):
+            hit = bool(self.blocked_terms and self.blocked_terms.search(text))
+            report["scores"]["blocked_term"] = 1.0 if hit else 0.0
+            if len(text.split()) < self.settings.injection_min_words:
+                report["scores"]["prompt_injection"] = 0.0
+        return reports
+
+    def verdict(self, role: str, report: dict[str, Any]) -> tuple[str, float] | None:
+        """The most severe category over the role's threshold, if any."""
+        thresholds = {**self.settings.thresholds.get(role, self.settings.thresholds["student"]), "blocked_term": 1.0}
+        over = [(category, report["scores"][category]) for category, limit in thresholds.items()
+                if report["scores"].get(category, 0.0) >= limit]
+        return max(over, key=lambda item: item[1]) if over else None
+
+    def _message(self, category: str, direction: str) -> str:
+        if category == "self_harm":
+            return self.settings.self_harm_message
+        what = "message" if direction == "input" else "answer"
+        return f"this {what} was blocked by the safety policy ({CATEGORY_NAMES.get(category, category)})"
+
+    async def record(self, principal: Principal | None, direction: str, category: str, score: float | None,
+                     action: str, excerpt: str) -> None:
+        """A row in safety_events; never lets a storage failure hide the block itself."""
+        try:
+            async with self.db.connection() as conn:
+                await conn.execute(
+                    "INSERT INTO safety_events (request_id, user_id, direction, category, score, action, excerpt)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    request_trace.request_id(), uuid.UUID(principal.user_id) if principal else None, direction,
+                    category, score, action, excerpt[:300],
+                )
+        except EduserveError:
+            logger.error("could not record safety event (%s %s %s)", direction, category, action)
+
+    async def check_input(self, principal: Principal, text: str) -> str:
+        """The text to use (personal data redacted per policy), or ContentBlocked."""
+        return (await self.check_inputs(principal, [text]))[0]
+
+    async def check_inputs(self, principal: Principal, texts: list[str]) -> list[str]:
+        """Each text to use, in one call to the Safety deployment; the first block raises ContentBlocked."""
+        if not self.settings.enabled or not texts:
+            return texts
+        reports = await self.scan(texts, injection=True)
+        return [await self._decide_input(principal, text, report) for text, report in zip(texts, reports, strict=True)]
+
+    async def _decide_input(self, principal: Principal, text: str, report: dict[str, Any]) -> str:
+        verdict = self.verdict(principal.role, report)
+        if verdict is not None:
+            category, score = verdict
+            await self.record(principal, "input", category, score, "blocked", report["redacted"])
+            raise ContentBlocked(category, self._message(category, "input"))
+        if report["pii"] and self.settings.pii_action != "allow":
+            if self.settings.pii_action == "block":
+                await self.record(principal, "input", "pii", 1.0, "blocked", report["redacted"])
+                raise ContentBlocked("pii", "remove the personal data (email, phone, card, address) and try again")
+            await self.record(principal, "input", "pii", 1.0, "redacted", report["redacted"])
+            return report["redacted"]
+        return text
+
+    async def check_output(self, principal: Principal, text: str) -> tuple[str, str | None]:
+        """A whole answer: (text to show, blocked category or None), sentence by sentence."""
+        guard = self.output_guard(principal)
+        try:
+            released = await guard.feed(text)
+            released += await guard.finish()
+        except ContentBlocked as blocked:
+            return guard.released, blocked.category
+        return released, None
+
+    def output_guard(self, principal: Principal) -> OutputGuard:
+        return OutputGuard(self, principal)
+
+
+class OutputGuard:
+    """Holds streamed text back until it has been checked: released in groups of a few words (or at a sentence
+    end), each checked together with the unreleased rest of its sentence and the previous sentence."""
+
+    def __init__(self, service: SafetyService, principal: Principal):
+        self.service = service
+        self.principal = principal
+        self.pending = ""
+        self.released = ""
+
+    async def feed(self, delta: str) -> str:
+        self.pending += delta
+        if not self.service.settings.enabled:
+            return self._release(self.pending)
+        words = len(self.pending.split())
+        if words > self.service.settings.output_release_words or SENTENCE_END.search(self.pending):
+            return await self._check_and_release()
+        return ""
+
+    async def finish(self) -> str:
+        if not self.pending:
+            return ""
+        if not self.service.settings.enabled:
+            return self._release(self.pending)
+        return await self._check_and_release()
+
+    def _context(self) -> str:
+        sentences = re.split(r"(?<=[.!?])\s+", self.released.strip())
+        return (sentences[-1] + " " if sentences and sentences[-1] else "") + self.pending
+
+    async def _check_and_release(self) -> str:
+        window = self._context()
+        (report,) = await self.service.scan([window], injection=False)
+        verdict = self.service.verdict(self.principal.role, report)
+        if verdict is not None and verdict[0] != "prompt_injection":
+            category, score = verdict
+            await self.service.record(self.principal, "output", category, score, "blocked", report["redacted"])
+            self.pending = ""
+            raise ContentBlocked(category, self.service._message(category, "output"))
+        text = self.pending
+        if report["pii"] and self.service.settings.pii_action != "allow":
+            # Redact in the pending part only; spans are relative to the window, so scan the part itself.
+            (own,) = await self.service.scan([text], injection=False)
+            text = own["redacted"]
+        return self._release(text)
+
+    def _release(self, text: str) -> str:
+        self.pending = ""
+        self.released += text
+        return text
