@@ -37,6 +37,7 @@ bench: models
 	$(BIN)/python bench/routing.py
 	$(BIN)/python bench/llm.py
 	$(BIN)/python bench/rag.py
+	$(BIN)/python bench/multiplex.py
 
 lint: install
 	$(BIN)/ruff check serve_app deployments tests bench

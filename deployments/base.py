@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import logging
 import os
 import time
@@ -30,6 +32,50 @@ class InjectedFault(RuntimeError):
     """Raised by the test-only fault injection hook."""
 
 
+class MultiplexState:
+    """What a replica's multiplexed models are doing: loaded now (most recent last), loads, evictions."""
+
+    def __init__(self, max_models: int, configured: list[str]):
+        self.max_models = max_models
+        self.configured = configured
+        self.loaded: list[str] = []
+        self.loads = 0
+        self.evictions = 0
+        self.load_seconds: dict[str, float] = {}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"max_models_per_replica": self.max_models, "configured": self.configured, "loaded": self.loaded,
+                "loads": self.loads, "evictions": self.evictions,
+                "last_load_seconds": {k: round(v, 3) for k, v in self.load_seconds.items()}}
+
+
+class MultiplexedModel:
+    """A model loaded on demand. Serve calls `__del__` when it evicts the model (least recently used): the
+    backend is dropped and memory given back at once (gc, and the CUDA cache when one is in use). Requests
+    already holding the backend finish with it; the memory goes when they do."""
+
+    def __init__(self, model_id: str, backend: Any, state: MultiplexState, cuda: bool):
+        self.model_id = model_id
+        self.backend = backend
+        self._state = state
+        self._cuda = cuda
+        self._released = False
+
+    def __del__(self) -> None:
+        if self._released:  # called by Serve on eviction, then again by the garbage collector
+            return
+        self._released = True
+        self.backend = None
+        if self.model_id in self._state.loaded:
+            self._state.loaded.remove(self.model_id)
+            self._state.evictions += 1
+        gc.collect()
+        if self._cuda:
+            import torch
+
+            torch.cuda.empty_cache()
+
+
 class ModelReplica:
     """Base of the model deployment classes. Subclasses set `role`, `factories` and a `@serve.batch` `_batch`."""
 
@@ -43,11 +89,55 @@ class ModelReplica:
         self.device = select_device(spec.device)
         if self.device.degraded:
             logger.warning("%s: %s", spec.name, self.device.degraded_reason)
-        self.loaded = load_chain(spec.chain, self.factories, self.device, models_dir)
-        self.backend = self.loaded.backend
+        self.models_dir = models_dir
+        self.loaded = load_chain(spec.chain, self.factories, self.device, models_dir) if spec.chain else None
+        self.backend = self.loaded.backend if self.loaded else None
         self.config = ReplicaUserConfig.model_validate(spec.user_config())
         self.stats = BatchStats()
         self.ongoing = 0
+        self.multiplex: MultiplexState | None = None
+        if spec.multiplex is not None:
+            self.multiplex = MultiplexState(spec.multiplex.max_models_per_replica, sorted(spec.multiplex.models))
+
+            async def load(model_id: str) -> MultiplexedModel:
+                return await asyncio.to_thread(self._load_multiplexed, model_id)
+
+            # Wired at init so the profile sets the LRU size; Serve detects instance-level multiplexing.
+            self._get_multiplexed = serve.multiplexed(
+                max_num_models_per_replica=spec.multiplex.max_models_per_replica
+            )(load)
+
+    def _load_multiplexed(self, model_id: str) -> MultiplexedModel:
+        assert self.spec.multiplex is not None and self.multiplex is not None
+        started = time.perf_counter()
+        loaded = load_chain(self.spec.multiplex.models[model_id], self.factories, self.device, self.models_dir)
+        self.multiplex.loads += 1
+        self.multiplex.load_seconds[model_id] = time.perf_counter() - started
+        self.multiplex.loaded.append(model_id)
+        logger.info("%s loaded multiplexed model %s in %.2fs", self.spec.name, model_id,
+                    self.multiplex.load_seconds[model_id])
+        return MultiplexedModel(model_id, self._wrap_multiplexed(model_id, loaded.backend), self.multiplex,
+                                self.device.kind == "cuda")
+
+    def _wrap_multiplexed(self, model_id: str, backend: Any) -> Any:
+        """Hook for deployments whose multiplexed entries are not standalone backends (LLM adapters)."""
+        return backend
+
+    async def _select(self) -> tuple[Any, dict[str, Any] | None]:
+        """The backend for this request: the deployment's own model, or the multiplexed model the request names
+        (Serve's multiplexed model id). A name that is not configured is refused, never loaded."""
+        model_id = serve.get_multiplexed_model_id()
+        if not model_id:
+            if self.backend is None:
+                return None, {"error": {"code": "model_not_found", "message": "name one of this deployment's models"}}
+            return self.backend, None
+        if self.spec.multiplex is None or model_id not in self.spec.multiplex.models:
+            return None, {"error": {"code": "model_not_found", "message": f"model {model_id!r} is not served here"}}
+        model = await self._get_multiplexed(model_id)
+        if self.multiplex is not None and model_id in self.multiplex.loaded:  # most recently used last
+            self.multiplex.loaded.remove(model_id)
+            self.multiplex.loaded.append(model_id)
+        return model.backend, None
 
     def reconfigure(self, user_config: dict[str, Any] | None) -> None:
         """Serve calls this with the deployment's `user_config` at start and on every change."""
@@ -59,16 +149,30 @@ class ModelReplica:
 
     def _run_batch(
         self,
-        items: Sequence[Any],
-        count_tokens: Callable[[Sequence[Any]], list[int]],
-        forward: Callable[[list[Any]], Any],
-    ) -> tuple[list[Any], list[int]]:
-        """One `@serve.batch` call: fault hooks, then forward passes within the token budget."""
+        items: Sequence[tuple[Any, Any]],
+        count_tokens: Callable[[Any, Sequence[Any]], list[int]],
+        forward: Callable[[Any, list[Any]], Any],
+    ) -> list[tuple[Any, int]]:
+        """One `@serve.batch` call over (backend, payload) items: fault hooks, then, per backend (a batch may mix
+        multiplexed models), forward passes within the token budget. (output, tokens) per item, in order."""
         self._inject_faults()
-        lengths = count_tokens(items)
-        outputs, passes = run_in_token_budget(items, lengths, self.config.max_batch_tokens, forward)
+        results: list[Any] = [None] * len(items)
+        passes = 0
+        groups: dict[int, list[int]] = {}
+        for index, (backend, _) in enumerate(items):
+            groups.setdefault(id(backend), []).append(index)
+        for indices in groups.values():
+            backend = items[indices[0]][0]
+            payloads = [items[i][1] for i in indices]
+            lengths = count_tokens(backend, payloads)
+            outputs, group_passes = run_in_token_budget(
+                payloads, lengths, self.config.max_batch_tokens, lambda chunk, b=backend: forward(b, chunk)
+            )
+            passes += group_passes
+            for index, output, tokens in zip(indices, outputs, lengths, strict=True):
+                results[index] = (output, tokens)
         self.stats.record(len(items), passes)
-        return outputs, lengths
+        return results
 
     def _inject_faults(self) -> None:
         """The test-only hooks of `user_config.fault_injection` (off unless configured)."""
@@ -104,7 +208,8 @@ class ModelReplica:
             "pid": os.getpid(),
             "gpu_ids": gpu_ids,
             "device": self.device.as_dict(),
-            "active": self.loaded.describe(),
+            "active": self.loaded.describe() if self.loaded else None,
+            "multiplexed": self.multiplex.as_dict() if self.multiplex else None,
             "batching": self.config.model_dump(include={"max_batch_size", "batch_wait_timeout_s", "max_batch_tokens"}),
             "stats": self.stats.as_dict(),
             "routing_stats": self.record_routing_stats(),

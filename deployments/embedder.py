@@ -1,4 +1,5 @@
-"""The Embedder deployment: texts in, L2-normalised float32 vectors out, batched across requests."""
+"""The Embedder deployment: texts in, L2-normalised float32 vectors out, batched across requests; several
+models per replica when the profile lists them (`multiplex`)."""
 
 from __future__ import annotations
 
@@ -20,11 +21,14 @@ class Embedder(ModelReplica):
     backend: EmbeddingBackend
 
     async def embed(self, texts: list[str]) -> dict[str, Any]:
-        """Embed one request's texts. Each text joins the replica-wide batch queue on its own, so texts from
-        concurrent requests share forward passes."""
+        """Embed one request's texts with the model it names (Serve's multiplexed model id) or the default one.
+        Each text joins the replica-wide batch queue on its own, so texts of concurrent requests share passes."""
+        backend, error = await self._select()
+        if error:
+            return error
         self.ongoing += 1
         try:
-            results = await asyncio.gather(*(self._batch(text) for text in texts))
+            results = await asyncio.gather(*(self._batch((backend, text)) for text in texts))
         finally:
             self.ongoing -= 1
         return {
@@ -33,17 +37,18 @@ class Embedder(ModelReplica):
         }
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def _batch(self, texts: list[str]) -> list[tuple[np.ndarray, int]]:
+    async def _batch(self, items: list[tuple[EmbeddingBackend, str]]) -> list[tuple[np.ndarray, int]]:
         # Runs on the replica's user-code loop on purpose: Serve receives requests on its own loop meanwhile, so
         # they are all waiting when this returns and the next batch is full. Offloading to a thread was measured
         # worse on 2 cores: GIL contention starved the loop and batches stayed near 3 instead of 13.
-        vectors, lengths = self._run_batch(texts, self.backend.count_tokens, self.backend.encode)
-        return list(zip(vectors, lengths, strict=True))
+        return self._run_batch(items, lambda b, texts: b.count_tokens(texts), lambda b, texts: b.encode(texts))
 
     async def tokenizer_json(self) -> str:
-        """The model's fast tokenizer, serialised: the ingress chunks documents with exactly these tokens
+        """The default model's fast tokenizer, serialised: the ingress chunks documents with exactly these tokens
         (through `tokenizers`, without torch)."""
         return self.backend.tokenizer.backend_tokenizer.to_str()
 
     def _details(self) -> dict[str, Any]:
+        if self.backend is None:
+            return {}
         return {"dimensions": self.backend.dimensions, "max_seq_length": self.backend.max_seq_length}

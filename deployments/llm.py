@@ -15,7 +15,7 @@ from typing import Any
 
 from ray import serve
 
-from deployments.backends.llm_base import LLMBackend, SamplingParams
+from deployments.backends.llm_base import AdaptersNotSupported, LLMBackend, LoRAAdapter, SamplingParams
 from deployments.backends.registry import LLM_BACKENDS
 from deployments.base import ModelReplica
 from deployments.llm_text import IncrementalDecoder, PromptTooLong, finish_reason, fit_history
@@ -65,15 +65,29 @@ class LLM(ModelReplica):
     def _error(exc: Exception) -> dict[str, Any]:
         return {"error": {"code": "context_length_exceeded", "message": str(exc)}}
 
+    def _wrap_multiplexed(self, model_id: str, backend: Any) -> Any:
+        """Multiplexed LLM entries are LoRA adapters served by the base model's engine."""
+        if not isinstance(backend, LoRAAdapter):
+            raise AdaptersNotSupported(f"{model_id}: LLM multiplexed models must use the `lora` backend")
+        return self.backend.load_adapter(model_id, backend)
+
+    async def _adapter(self) -> tuple[Any, dict[str, Any] | None]:
+        """The LoRA adapter the request names (Serve's multiplexed model id), or None for the base model."""
+        selected, error = await self._select()
+        return (None if selected is self.backend else selected), error
+
     # ------------------------------------------------------------------ whole answers
 
     async def chat(self, request: dict[str, Any]) -> dict[str, Any]:
+        adapter, error = await self._adapter()
+        if error:
+            return error
         try:
             prompt, params, stop = self._prepare(request)
         except PromptTooLong as exc:
             return self._error(exc)
         self.generation.requests += 1
-        ids = await self._batch((prompt, params))
+        ids = await self._batch((prompt, params, adapter))
         decoder = IncrementalDecoder(self.backend.tokenizer, stop)
         decoder.push(ids)
         self.generation.prompt_tokens += len(prompt)
@@ -85,10 +99,10 @@ class LLM(ModelReplica):
         }
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
-    async def _batch(self, items: list[tuple[list[int], SamplingParams]]) -> list[list[int]]:
+    async def _batch(self, items: list[tuple[list[int], SamplingParams, Any]]) -> list[list[int]]:
         self._inject_faults()
-        prompts, params = zip(*items, strict=True)
-        outputs = await self.backend.generate(list(prompts), list(params))
+        prompts, params, adapters = zip(*items, strict=True)
+        outputs = await self.backend.generate(list(prompts), list(params), list(adapters))
         self.stats.record(len(items), 1)
         return outputs
 
@@ -96,6 +110,10 @@ class LLM(ModelReplica):
 
     async def chat_stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """Yields {"delta": str} items, then {"finish_reason", "usage"}; or one {"error"} item."""
+        adapter, error = await self._adapter()
+        if error:
+            yield error
+            return
         try:
             prompt, params, stop = self._prepare(request)
         except PromptTooLong as exc:
@@ -107,7 +125,7 @@ class LLM(ModelReplica):
         decoder = IncrementalDecoder(self.backend.tokenizer, stop)
         generated = 0
         completed = False
-        tokens = self.backend.stream(prompt, params)
+        tokens = self.backend.stream(prompt, params, adapter)
         try:
             async for new_ids in tokens:
                 generated += len(new_ids)

@@ -133,11 +133,44 @@ def prepare_jailguard_onnx(root: Path, progress: tqdm) -> None:
     progress.update(1)
 
 
+# --------------------------------------------------------------------------------------------- translation
+
+
+def prepare_opus_mt(name: str) -> Callable[[Path, tqdm], None]:
+    """`opus-mt-<src>-<tgt>`: Helsinki-NLP's Marian model for the pair, converted to CTranslate2 int8 with its
+    tokenizer. Fetches from the Hugging Face hub, so it runs on a connected GPU cluster, never offline."""
+
+    def prepare(root: Path, progress: tqdm) -> None:
+        target = root / "ct2"
+        if not _complete(target):
+            import ctranslate2
+            from transformers import AutoTokenizer
+
+            progress.set_postfix_str(f"Helsinki-NLP/{name} → CTranslate2 int8")
+            shutil.rmtree(target, ignore_errors=True)
+            source = f"Helsinki-NLP/{name}"
+            converter = ctranslate2.converters.TransformersConverter(source)
+            converter.convert(str(target), quantization="int8", force=True)
+            AutoTokenizer.from_pretrained(source).save_pretrained(target)
+            _mark_complete(target, source=source, quantization="int8")
+        progress.update(1)
+
+    return prepare
+
+
 # name → (preparer, variants it produces, steps for the progress bar)
 PREPARERS: dict[str, tuple[Callable[[Path, tqdm], None], tuple[str, ...], int]] = {
     "smollm2-135m-instruct": (prepare_smollm2, ("hf", "ct2-int8"), 2),
     "jailguard-minilm": (prepare_jailguard_onnx, ("onnx",), 1),
 }
+
+
+def preparer(name: str) -> tuple[Callable[[Path, tqdm], None], tuple[str, ...], int] | None:
+    if name in PREPARERS:
+        return PREPARERS[name]
+    if name.startswith("opus-mt-"):
+        return prepare_opus_mt(name), ("ct2",), 1
+    return None
 
 
 def prepared_name(source: str) -> str | None:
@@ -148,19 +181,19 @@ def prepared_name(source: str) -> str | None:
 
 def prepare(names: Iterable[str], models_dir: Path) -> None:
     """Build every named artefact that is not complete yet, with a progress bar."""
-    todo = [name for name in dict.fromkeys(names)]
-    unknown = [name for name in todo if name not in PREPARERS]
+    todo = list(dict.fromkeys(names))
+    unknown = [name for name in todo if preparer(name) is None]
     if unknown:
-        raise ModelSourceError(f"no preparer for {unknown}; known: {sorted(PREPARERS)}")
+        raise ModelSourceError(f"no preparer for {unknown}; known: {sorted(PREPARERS)} and opus-mt-<src>-<tgt>")
     for name in todo:
-        preparer, variants, steps = PREPARERS[name]
+        build, variants, steps = preparer(name)
         root = models_dir / name
         if all(_complete(root / variant) for variant in variants):
             print(f"  {name:<32} ready ({root})")
             continue
         root.mkdir(parents=True, exist_ok=True)
         with tqdm(total=steps, desc=f"  preparing {name}", unit="step") as progress:
-            preparer(root, progress)
+            build(root, progress)
 
 
 def check_sources(chains: Iterable[BackendSpec], offline: bool, models_dir: Path) -> list[PreparedModel]:

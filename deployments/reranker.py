@@ -1,4 +1,5 @@
-"""The Reranker deployment: relevance of documents to a query, batched over (query, document) pairs."""
+"""The Reranker deployment: relevance of documents to a query, batched over (query, document) pairs; several
+models per replica when the profile lists them (`multiplex`)."""
 
 from __future__ import annotations
 
@@ -20,18 +21,20 @@ class Reranker(ModelReplica):
 
     async def rerank(self, query: str, documents: list[str]) -> dict[str, Any]:
         """Scores in the documents' order; pairs from concurrent requests share forward passes."""
+        backend, error = await self._select()
+        if error:
+            return error
         self.ongoing += 1
         try:
-            results = await asyncio.gather(*(self._batch((query, doc)) for doc in documents))
+            results = await asyncio.gather(*(self._batch((backend, (query, doc))) for doc in documents))
         finally:
             self.ongoing -= 1
-        return {"scores": [score for score, _ in results], "token_counts": [tokens for _, tokens in results]}
+        return {"scores": [float(score) for score, _ in results], "token_counts": [tokens for _, tokens in results]}
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
-    async def _batch(self, pairs: list[tuple[str, str]]) -> list[tuple[float, int]]:
+    async def _batch(self, items: list[tuple[RerankBackend, tuple[str, str]]]) -> list[tuple[float, int]]:
         # On the user-code loop on purpose, as in Embedder._batch.
-        scores, lengths = self._run_batch(pairs, self.backend.count_tokens, self.backend.score)
-        return [(float(score), tokens) for score, tokens in zip(scores, lengths, strict=True)]
+        return self._run_batch(items, lambda b, pairs: b.count_tokens(pairs), lambda b, pairs: b.score(pairs))
 
     def _details(self) -> dict[str, Any]:
-        return {"max_seq_length": self.backend.max_seq_length}
+        return {"max_seq_length": self.backend.max_seq_length} if self.backend is not None else {}

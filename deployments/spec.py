@@ -62,6 +62,23 @@ class RequestRouterSpec(StrictModel):
     request_routing_stats_timeout_s: float = Field(5.0, gt=0)
 
 
+class MultiplexSpec(StrictModel):
+    """More models on each replica, loaded on demand and evicted least-recently-used (`@serve.multiplexed`).
+
+    Only the models listed here can ever be loaded: a request naming anything else is refused before any load.
+    """
+
+    max_models_per_replica: int = Field(2, ge=1, description="besides the deployment's own model")
+    models: dict[str, list[BackendSpec]] = Field(min_length=1, description="model id → its load chain")
+
+    @model_validator(mode="after")
+    def _chains(self) -> MultiplexSpec:
+        empty = [name for name, chain in self.models.items() if not chain]
+        if empty:
+            raise ValueError(f"models {empty} have an empty load chain")
+        return self
+
+
 class AutoscalingSpec(StrictModel):
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(1, ge=1)
@@ -81,7 +98,10 @@ class DeploymentSpec(StrictModel):
 
     name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$", description="the Serve deployment name")
     device: Device = "auto"
-    chain: list[BackendSpec] = Field(min_length=1, description="tried in order; the first that loads serves")
+    chain: list[BackendSpec] = Field(
+        default_factory=list, description="tried in order; the first that loads serves (may be empty when every "
+                                          "model is multiplexed, as for the Translator)"
+    )
     num_cpus: float = Field(0.5, ge=0)
     num_gpus: float = Field(0.0, ge=0)
     memory_bytes: int | None = Field(None, ge=0, description="Ray logical memory reserved per replica")
@@ -95,6 +115,13 @@ class DeploymentSpec(StrictModel):
     batching: BatchSettings = Field(default_factory=BatchSettings)
     fault_injection: FaultInjection = Field(default_factory=FaultInjection)
     request_router: RequestRouterSpec | None = None
+    multiplex: MultiplexSpec | None = None
+
+    @model_validator(mode="after")
+    def _has_a_model(self) -> DeploymentSpec:
+        if not self.chain and self.multiplex is None:
+            raise ValueError("chain: give at least one (backend, model), or multiplexed models")
+        return self
 
     @model_validator(mode="after")
     def _device_matches_resources(self) -> DeploymentSpec:

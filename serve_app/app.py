@@ -12,12 +12,15 @@ from deployments.embedder import Embedder
 from deployments.llm import LLM
 from deployments.reranker import Reranker
 from deployments.safety import Safety
+from deployments.translator import Translator
 from deployments.tts import TTS
 from serve_app.ingress import Ingress
 from serve_app.security.tokens import load_or_create_secret
 from serve_app.settings import Settings, load_settings
 
-DEPLOYMENT_CLASSES = {"embedder": Embedder, "reranker": Reranker, "llm": LLM, "tts": TTS, "safety": Safety}
+DEPLOYMENT_CLASSES = {
+    "embedder": Embedder, "reranker": Reranker, "llm": LLM, "tts": TTS, "safety": Safety, "translator": Translator,
+}
 
 
 class AppArgs(BaseModel):

@@ -13,6 +13,7 @@ class ServedModel:
     name: str
     role: str
     aliases: tuple[str, ...]
+    multiplexed_id: str | None = None  # None: the deployment's own model; else loaded on demand by this id
 
 
 class ModelCatalog:
@@ -20,10 +21,20 @@ class ModelCatalog:
         self.by_role = {
             role: ServedModel(cfg.served_model_name, role, tuple(cfg.aliases)) for role, cfg in roles.items()
         }
-        self._by_name = {}
+        self.multiplexed = {
+            name: ServedModel(name, role, (), name) for role, cfg in roles.items() for name in cfg.multiplexed_names()
+        }
+        self._by_name = dict(self.multiplexed)
         for model in self.by_role.values():
             for name in (model.name, *model.aliases):
                 self._by_name[name] = model
+
+    def models(self) -> list[ServedModel]:
+        """Every served model: each role's own, then the multiplexed ones."""
+        return list(self.by_role.values()) + list(self.multiplexed.values())
+
+    def multiplexed_of(self, role: str) -> list[str]:
+        return sorted(name for name, model in self.multiplexed.items() if model.role == role)
 
     def resolve(self, role: str, requested: str | None) -> ServedModel:
         """The model serving `role`, checking that `requested` (when given) names it."""

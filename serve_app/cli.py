@@ -18,11 +18,15 @@ def _prepare_models(args: argparse.Namespace) -> int:
         backend
         for role in settings.models.roles().values()
         for deployment in role.deployments()
-        for backend in deployment.chain
+        for backend in [*deployment.chain,
+                        *(b for chain in (deployment.multiplex.models.values() if deployment.multiplex else [])
+                          for b in chain)]
     ]
     models_dir = settings.prepared_models_dir
     print(f"preparing models for profile {settings.profile!r} in {models_dir}")
-    prepare([name for spec in specs if (name := prepared_name(spec.model))], models_dir)
+    prepare([name for spec in specs for source in [spec.model, *[v for v in spec.options.values()
+                                                                  if isinstance(v, str)]]
+             if (name := prepared_name(source))], models_dir)
     for item in check_sources(specs, settings.offline, models_dir):
         print(f"  {item.backend:<22} {item.source:<44} {item.note}")
     print(f"models ready for profile {settings.profile!r}")

@@ -95,9 +95,12 @@ class ModelRouter:
 
     # ------------------------------------------------------------------ plain calls
 
-    async def call(self, method: str, *args: Any, timeout_s: float | None = None, **kwargs: Any) -> Any:
-        """Call `method` on the primary, or on the fallback when the primary cannot take it."""
+    async def call(self, method: str, *args: Any, timeout_s: float | None = None,
+                   multiplexed_model_id: str | None = None, **kwargs: Any) -> Any:
+        """Call `method` on the primary, or on the fallback when the primary cannot take it. With a
+        `multiplexed_model_id`, Serve routes to a replica that has that model loaded when it can."""
         timeout_s = timeout_s or self.call_timeout_s
+        kwargs = {**kwargs, "_model_id": multiplexed_model_id}
         if self.fallback is None:
             self._record(self.primary, "primary")
             return await self._call_or_raise(self.primary, method, args, kwargs, timeout_s)
@@ -135,8 +138,10 @@ class ModelRouter:
 
     # ------------------------------------------------------------------ streams
 
-    async def stream(self, method: str, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+    async def stream(self, method: str, *args: Any, multiplexed_model_id: str | None = None,
+                     **kwargs: Any) -> AsyncIterator[Any]:
         """Stream from the primary; fall back only if it fails before yielding its first chunk."""
+        kwargs = {**kwargs, "_model_id": multiplexed_model_id}
         target = self.primary
         if self.fallback is not None:
             reason = self._reason_to_skip_primary()
@@ -230,8 +235,18 @@ class ModelRouter:
         }
 
 
+def _handle(target: Target, kwargs: dict[str, Any], **options: Any) -> tuple[Any, dict[str, Any]]:
+    """The handle (with the multiplexed model id, when one is given) and the method's own kwargs."""
+    kwargs = dict(kwargs)
+    model_id = kwargs.pop("_model_id", None)
+    if model_id:
+        options["multiplexed_model_id"] = model_id
+    return (target.handle.options(**options) if options else target.handle), kwargs
+
+
 async def _call(target: Target, method: str, args, kwargs, timeout_s: float) -> Any:
-    response = getattr(target.handle, method).remote(*args, **kwargs)
+    handle, kwargs = _handle(target, kwargs)
+    response = getattr(handle, method).remote(*args, **kwargs)
     try:
         return await asyncio.wait_for(_await(response), timeout_s)
     except TimeoutError:
@@ -244,7 +259,8 @@ async def _await(response: Any) -> Any:
 
 
 def _stream(target: Target, method: str, args, kwargs) -> Any:
-    return getattr(target.handle.options(stream=True), method).remote(*args, **kwargs)
+    handle, kwargs = _handle(target, kwargs, stream=True)
+    return getattr(handle, method).remote(*args, **kwargs)
 
 
 async def _mapped(role: str, chunks: Any) -> AsyncIterator[Any]:

@@ -84,6 +84,10 @@ class RoleConfig(StrictModel):
     def deployments(self) -> list[DeploymentSpec]:
         return [self.primary] + ([self.fallback] if self.fallback else [])
 
+    def multiplexed_names(self) -> list[str]:
+        """Extra models the primary loads on demand (served names = multiplexed model ids)."""
+        return sorted(self.primary.multiplex.models) if self.primary.multiplex else []
+
 
 class StorageSettings(StrictModel):
     """PostgreSQL, Redis and the in-process L1 cache. URLs live on Settings (DATABASE_URL / REDIS_URL)."""
@@ -217,10 +221,14 @@ class ModelsConfig(StrictModel):
     llm: RoleConfig
     tts: RoleConfig
     safety: RoleConfig
+    translator: RoleConfig | None = Field(
+        None, description="CTranslate2 translation models, one per language pair (multiplexed ids like `en-fr`)"
+    )
 
     def roles(self) -> dict[str, RoleConfig]:
-        return {"embedder": self.embedder, "reranker": self.reranker, "llm": self.llm, "tts": self.tts,
-                "safety": self.safety}
+        roles = {"embedder": self.embedder, "reranker": self.reranker, "llm": self.llm, "tts": self.tts,
+                 "safety": self.safety}
+        return roles | ({"translator": self.translator} if self.translator else {})
 
 
 class Settings(BaseSettings):
@@ -265,7 +273,7 @@ class Settings(BaseSettings):
             raise ValueError(f"deployment names must be unique, repeated: {sorted(duplicates)}")
         served: list[str] = []
         for role in self.models.roles().values():
-            served += [role.served_model_name, *role.aliases]
+            served += [role.served_model_name, *role.aliases, *role.multiplexed_names()]
         repeated = {n for n in served if served.count(n) > 1}
         if repeated:
             raise ValueError(f"served model names and aliases must be unique, repeated: {sorted(repeated)}")

@@ -17,7 +17,7 @@ from serve_app.security.tokens import TokenService
 from serve_app.services.auth import AuthService
 from serve_app.services.chat import ChatService
 from serve_app.services.chat_sessions import ChatSessions
-from serve_app.services.content import ContentService
+from serve_app.services.content import ContentService, TranslatorClient
 from serve_app.services.documents import DocumentService
 from serve_app.services.embeddings import EmbeddingService
 from serve_app.services.profiles import ProfileService
@@ -90,7 +90,10 @@ class AppState:
                               self.embeddings, self.rerank, self.settings.rag)
         self.safety = SafetyService(self.routers["safety"], self.db, self.settings.safety)
         self.profiles = ProfileService(self.db, TieredCache(self.redis, storage, "profile", l1_ttl_s=2.0))
-        self.content = ContentService(self.chat, self.safety, self.profiles, self.routers["tts"])
+        translator = None
+        if "translator" in self.routers:
+            translator = TranslatorClient(self.routers["translator"], self.catalog.multiplexed_of("translator"))
+        self.content = ContentService(self.chat, self.safety, self.profiles, self.routers["tts"], translator)
         self.sessions = ChatSessions(self.db, session_cache, self.chat, self.rag, self.safety, self.profiles,
                                      self.settings)
         if not await self.db.open():  # not fatal: requests that need it get 503 until it is back
@@ -134,18 +137,29 @@ class AppState:
             checks[role] = check
         return checks
 
+    async def _loaded_on(self, role: str) -> dict[str, list[str]]:
+        """Multiplexed model id → primary replicas that have it loaded. Each info call reaches one replica, so
+        a few are sampled; with more replicas than samples the answer may be partial."""
+        router = self.routers[role]
+        replicas = router.primary.spec.num_replicas if router.primary.spec.autoscaling is None else 4
+        reports = await asyncio.gather(*(self._deployment_info(router, "primary") for _ in range(2 * replicas)))
+        loaded: dict[str, set[str]] = {}
+        for report in reports:
+            for model_id in (report.get("multiplexed") or {}).get("loaded", []) if report["ok"] else []:
+                loaded.setdefault(model_id, set()).add(report["replica"])
+        return {model_id: sorted(replicas) for model_id, replicas in loaded.items()}
+
     async def list_models(self) -> dict[str, Any]:
         statuses = await self._all_status()
-        data = [
-            {
-                "id": model.name,
-                "object": "model",
-                "created": self.started,
-                "owned_by": "eduserve",
-                "role": role,
-                "aliases": list(model.aliases),
-                "status": statuses.get(role),
-            }
-            for role, model in self.catalog.by_role.items()
-        ]
+        multiplexing_roles = sorted({m.role for m in self.catalog.multiplexed.values()})
+        loaded = dict(zip(multiplexing_roles, await asyncio.gather(*(self._loaded_on(r) for r in multiplexing_roles)),
+                          strict=True))
+        data = []
+        for model in self.catalog.models():
+            status = statuses.get(model.role)
+            if model.multiplexed_id is not None:
+                status = {"multiplexed": True, "deployment": self.routers[model.role].primary.name,
+                          "loaded_on": loaded.get(model.role, {}).get(model.multiplexed_id, [])}
+            data.append({"id": model.name, "object": "model", "created": self.started, "owned_by": "eduserve",
+                         "role": model.role, "aliases": list(model.aliases), "status": status})
         return {"object": "list", "data": data}

@@ -120,9 +120,12 @@ class Stores:
     database_url: str
     redis_url: str
 
+    tiny_models: dict[str, Path] | None = None
+
     def overrides(self) -> dict[str, Any]:
         """Settings every test app uses: these stores, and auth limits loose enough for a test suite."""
         return {
+            "models": self.multiplexed_models(),
             "data_dir": str(self.data_dir),
             "models_dir": str(prepared_models_dir()),
             "database_url": self.database_url,
@@ -134,6 +137,34 @@ class Stores:
             "safety": {"blocked_terms": ["Pacific"]},
         }
 
+    def multiplexed_models(self) -> dict[str, Any]:
+        """The cpu app under test also serves three extra embedding models (two per replica at most) and a
+        Translator with two language pairs, all built locally, to exercise `@serve.multiplexed`."""
+        if not self.tiny_models:
+            return {}
+        tiny = self.tiny_models
+
+        def chain(backend: str, key: str, **options: Any) -> list[dict[str, Any]]:
+            return [{"backend": backend, "model": str(tiny[key]), "options": options}]
+
+        return {
+            "embedder": {"primary": {"multiplex": {
+                "max_models_per_replica": 2,
+                "models": {f"tiny-embed-{n}": chain("sentence-transformers", f"embed-{n}") for n in "abc"},
+            }}},
+            "translator": {
+                "served_model_name": "translator",
+                "primary": {
+                    "name": "Translator", "device": "cpu", "num_cpus": 0.1, "torch_threads": 1,
+                    "multiplex": {"max_models_per_replica": 2, "models": {
+                        # the tiny models have 128 positions; their random weights never end a sentence
+                        "en-fr": chain("ctranslate2", "marian-en-fr", max_length=100),
+                        "en-de": chain("ctranslate2", "marian-en-de", max_length=100),
+                    }},
+                },
+            },
+        }
+
     def settings(self, profile: str = "cpu"):
         from serve_app.app import with_local_secrets
         from serve_app.settings import load_settings
@@ -142,23 +173,16 @@ class Stores:
 
 
 @pytest.fixture(scope="session")
-def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stores]:
+def stores(tmp_path_factory: pytest.TempPathFactory, tiny_models: dict[str, Path]) -> Iterator[Stores]:
     from serve_app.storage.embedded import EmbeddedPostgres, EmbeddedRedis
 
     data_dir = tmp_path_factory.mktemp("eduserve-data")
     postgres, redis = EmbeddedPostgres(data_dir), EmbeddedRedis(data_dir)
     try:
-        yield Stores(data_dir, postgres, redis, postgres.start(), redis.start())
+        yield Stores(data_dir, postgres, redis, postgres.start(), redis.start(), tiny_models)
     finally:
         redis.stop()
         postgres.stop()
-
-
-def app_overrides(stores: Stores, **extra: Any) -> dict[str, Any]:
-    merged = stores.overrides()
-    for key, value in extra.items():
-        merged[key] = {**merged.get(key, {}), **value} if isinstance(value, dict) else value
-    return merged
 
 
 def deploy_cpu_app(ray_serve: RayServe, stores: Stores) -> str:
@@ -228,12 +252,17 @@ def minilm_path() -> str:
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from tests.support.tiny_models import build_tiny_cross_encoder, build_tiny_encoder
+    from tests.support.tiny_models import build_tiny_cross_encoder, build_tiny_encoder, build_tiny_marian_ct2
 
     root = tmp_path_factory.mktemp("tiny-models")
     return {
         "encoder": build_tiny_encoder(root / "tiny-bge-m3"),
         "cross_encoder": build_tiny_cross_encoder(root / "tiny-bge-reranker"),
+        # three embedding models and two translation pairs for the multiplexing tests
+        **{f"embed-{name}": build_tiny_encoder(root / f"tiny-embed-{name}", seed=seed)
+           for seed, name in enumerate("abc", start=1)},
+        "marian-en-fr": build_tiny_marian_ct2(root / "marian-en-fr", seed=1),
+        "marian-en-de": build_tiny_marian_ct2(root / "marian-en-de", seed=2),
     }
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any
 
-from deployments.backends.llm_base import SamplingParams
+from deployments.backends.llm_base import AdaptersNotSupported, LoRAAdapter, SamplingParams, no_adapters
 from deployments.common import DeviceInfo
 from deployments.spec import BackendSpec
 
@@ -92,7 +92,12 @@ class CTranslate2LLM:
         )
         return [list(r.sequences_ids[0]) for r in results]
 
-    async def generate(self, prompts: Sequence[list[int]], params: Sequence[SamplingParams]) -> list[list[int]]:
+    def load_adapter(self, name: str, adapter: LoRAAdapter) -> None:
+        raise AdaptersNotSupported(f"{type(self).__name__} cannot serve LoRA adapters (use the vllm backend)")
+
+    async def generate(self, prompts: Sequence[list[int]], params: Sequence[SamplingParams],
+                       adapters: Sequence[Any] | None = None) -> list[list[int]]:
+        no_adapters(adapters)
         outputs: list[list[int] | None] = [None] * len(prompts)
         order = sorted(range(len(prompts)), key=lambda i: params[i].group_key())
         for _, members in groupby(order, key=lambda i: params[i].group_key()):
@@ -106,7 +111,8 @@ class CTranslate2LLM:
 
     # ------------------------------------------------------------------ streams
 
-    async def stream(self, prompt: list[int], params: SamplingParams) -> AsyncIterator[list[int]]:
+    async def stream(self, prompt: list[int], params: SamplingParams, adapter: Any = None) -> AsyncIterator[list[int]]:
+        no_adapters([adapter])
         self._ensure_workers()
         request = _StreamRequest(self._tokens(prompt), params, asyncio.get_running_loop())
         self._pending.put(request)

@@ -30,15 +30,36 @@ class SamplingParams:
         return (self.max_tokens, self.temperature, self.top_p, self.seed)
 
 
+@dataclass(frozen=True)
+class LoRAAdapter:
+    """A LoRA adapter on disk, served on top of the base model by backends that support adapters (vLLM)."""
+
+    path: str
+    options: dict[str, Any]
+
+
+class AdaptersNotSupported(RuntimeError):
+    pass
+
+
 class LLMBackend(Protocol):
     tokenizer: Any  # a transformers tokenizer: chat template, counting, decoding
     context_length: int
 
-    async def generate(self, prompts: Sequence[list[int]], params: Sequence[SamplingParams]) -> list[list[int]]:
+    async def generate(self, prompts: Sequence[list[int]], params: Sequence[SamplingParams],
+                       adapters: Sequence[Any] | None = None) -> list[list[int]]:
         """New token ids for each prompt (EOS excluded), batched where the backend can."""
 
-    def stream(self, prompt: list[int], params: SamplingParams) -> AsyncIterator[list[int]]:
+    def stream(self, prompt: list[int], params: SamplingParams, adapter: Any = None) -> AsyncIterator[list[int]]:
         """New token ids as they are decoded. Closing the iterator must stop the generation."""
+
+    def load_adapter(self, name: str, adapter: LoRAAdapter) -> Any:
+        """An engine handle for a LoRA adapter (raise AdaptersNotSupported when the backend has none)."""
+
+
+def no_adapters(adapters: Sequence[Any] | None) -> None:
+    if adapters and any(a is not None for a in adapters):
+        raise AdaptersNotSupported("LoRA adapters need the vllm backend")
 
 
 _DONE = object()

@@ -83,6 +83,19 @@ def _transformers_tts(spec: BackendSpec, device: DeviceInfo):
     return TransformersTTS(spec, device)
 
 
+def _ct2_translation(spec: BackendSpec, device: DeviceInfo):
+    from deployments.backends.translation_backend import CTranslate2Translation
+
+    return CTranslate2Translation(spec, device)
+
+
+def _lora(spec: BackendSpec, device: DeviceInfo):
+    """A LoRA adapter's description; the LLM deployment hands it to its (vLLM) engine."""
+    from deployments.backends.llm_base import LoRAAdapter
+
+    return LoRAAdapter(spec.model, dict(spec.options))
+
+
 EMBEDDING_BACKENDS: dict[str, Factory] = {
     "sentence-transformers": _sentence_transformers,
     "flag-embedding": _flag_embedding,
@@ -98,6 +111,11 @@ LLM_BACKENDS: dict[str, Factory] = {
     "vllm": _vllm,
     "ctranslate2": _ctranslate2,
     "transformers": _transformers_llm,
+    "lora": _lora,
+}
+
+TRANSLATION_BACKENDS: dict[str, Factory] = {
+    "ctranslate2": _ct2_translation,
 }
 
 SAFETY_BACKENDS: dict[str, Factory] = {
@@ -116,4 +134,5 @@ BACKENDS_BY_ROLE: dict[str, dict[str, Factory]] = {
     "llm": LLM_BACKENDS,
     "safety": SAFETY_BACKENDS,
     "tts": TTS_BACKENDS,
+    "translator": TRANSLATION_BACKENDS,
 }

@@ -5,8 +5,15 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
 
-from deployments.backends.llm_base import SamplingParams, iterate_in_thread
+from deployments.backends.llm_base import (
+    AdaptersNotSupported,
+    LoRAAdapter,
+    SamplingParams,
+    iterate_in_thread,
+    no_adapters,
+)
 from deployments.common import DeviceInfo
 from deployments.spec import BackendSpec
 
@@ -51,10 +58,16 @@ class TransformersLLM:
         new = output[0, len(prompt):].tolist()
         return [t for t in new if t != self.eos_token_id]
 
-    async def generate(self, prompts: Sequence[list[int]], params: Sequence[SamplingParams]) -> list[list[int]]:
+    def load_adapter(self, name: str, adapter: LoRAAdapter) -> None:
+        raise AdaptersNotSupported(f"{type(self).__name__} cannot serve LoRA adapters (use the vllm backend)")
+
+    async def generate(self, prompts: Sequence[list[int]], params: Sequence[SamplingParams],
+                       adapters: Sequence[Any] | None = None) -> list[list[int]]:
+        no_adapters(adapters)
         return [await asyncio.to_thread(self._run, p, sp) for p, sp in zip(prompts, params, strict=True)]
 
-    def stream(self, prompt: list[int], params: SamplingParams) -> AsyncIterator[list[int]]:
+    def stream(self, prompt: list[int], params: SamplingParams, adapter: Any = None) -> AsyncIterator[list[int]]:
+        no_adapters([adapter])
         from queue import Queue
 
         from transformers.generation.streamers import BaseStreamer

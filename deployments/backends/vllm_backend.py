@@ -11,8 +11,9 @@ import asyncio
 import importlib
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
-from deployments.backends.llm_base import SamplingParams
+from deployments.backends.llm_base import AdaptersNotSupported, LoRAAdapter, SamplingParams
 from deployments.common import DeviceInfo
 from deployments.spec import BackendSpec
 
@@ -27,6 +28,8 @@ class VLLMBackend:
         args = module.AsyncEngineArgs(model=spec.model, **options)
         self.engine = module.AsyncLLMEngine.from_engine_args(args)
         self._sampling_params = module.SamplingParams
+        self._lora_request = getattr(module, "LoRARequest", None)
+        self._next_adapter_id = 0
         self.tokenizer = AutoTokenizer.from_pretrained(options.get("tokenizer", spec.model))
         if self.context_length is None:
             self.context_length = int(self.tokenizer.model_max_length)
@@ -39,9 +42,18 @@ class VLLMBackend:
             seed=params.seed,
         )
 
-    async def stream(self, prompt: list[int], params: SamplingParams) -> AsyncIterator[list[int]]:
+    def load_adapter(self, name: str, adapter: LoRAAdapter) -> Any:
+        """A LoRARequest for the engine (which needs `enable_lora: true` in the profile's options). vLLM loads the
+        weights on the adapter's first request; Serve's multiplexing keeps replicas that have it preferred."""
+        if self._lora_request is None:
+            raise AdaptersNotSupported("this vLLM build has no LoRARequest")
+        self._next_adapter_id += 1
+        return self._lora_request(name, self._next_adapter_id, adapter.path)
+
+    async def stream(self, prompt: list[int], params: SamplingParams, adapter: Any = None) -> AsyncIterator[list[int]]:
         request_id = uuid.uuid4().hex
-        outputs = self.engine.generate({"prompt_token_ids": prompt}, self._params(params), request_id)
+        outputs = self.engine.generate({"prompt_token_ids": prompt}, self._params(params), request_id,
+                                       lora_request=adapter)
         seen = 0
         finished = False
         try:
@@ -56,12 +68,14 @@ class VLLMBackend:
             if not finished:  # client gone or stop string hit: free the sequence's KV cache now
                 await self.engine.abort(request_id)
 
-    async def generate(self, prompts: Sequence[list[int]], params: Sequence[SamplingParams]) -> list[list[int]]:
-        async def one(prompt: list[int], sp: SamplingParams) -> list[int]:
+    async def generate(self, prompts: Sequence[list[int]], params: Sequence[SamplingParams],
+                       adapters: Sequence[Any] | None = None) -> list[list[int]]:
+        async def one(prompt: list[int], sp: SamplingParams, adapter: Any) -> list[int]:
             ids: list[int] = []
-            async for new in self.stream(prompt, sp):
+            async for new in self.stream(prompt, sp, adapter):
                 ids.extend(new)
             return ids
 
+        adapters = adapters or [None] * len(prompts)
         # vLLM batches continuously across concurrent requests by itself.
-        return list(await asyncio.gather(*(one(p, sp) for p, sp in zip(prompts, params, strict=True))))
+        return list(await asyncio.gather(*(one(p, sp, a) for p, sp, a in zip(prompts, params, adapters, strict=True))))

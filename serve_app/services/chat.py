@@ -10,7 +10,7 @@ from serve_app.errors import EduserveError, ErrorCode
 from serve_app.routing import ModelRouter
 from serve_app.settings import ChatSettings
 
-MODEL_ERRORS = {"context_length_exceeded": ErrorCode.CONTEXT_LENGTH_EXCEEDED}
+MODEL_ERRORS = {"context_length_exceeded": ErrorCode.CONTEXT_LENGTH_EXCEEDED, "model_not_found": ErrorCode.MODEL_NOT_FOUND}
 
 
 def model_error(result: dict[str, Any]) -> EduserveError:
@@ -26,6 +26,10 @@ class ChatService:
 
     def model_name(self, requested: str | None) -> str:
         return self.catalog.resolve("llm", requested).name
+
+    def model_id(self, requested: str | None) -> str | None:
+        """The LoRA adapter's multiplexed id when `requested` names one, else None (the base model)."""
+        return self.catalog.resolve("llm", requested).multiplexed_id
 
     def payload(
         self,
@@ -61,16 +65,16 @@ class ChatService:
             "history_token_budget": history_token_budget,
         }
 
-    async def complete(self, payload: dict[str, Any]) -> dict[str, Any]:
-        result = await self.router.call("chat", payload)
+    async def complete(self, payload: dict[str, Any], model_id: str | None = None) -> dict[str, Any]:
+        result = await self.router.call("chat", payload, multiplexed_model_id=model_id)
         if "error" in result:
             raise model_error(result)
         return result
 
-    async def stream(self, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, payload: dict[str, Any], model_id: str | None = None) -> AsyncIterator[dict[str, Any]]:
         """The deployment's stream, checked before anything is sent: a rejected request (prompt too long)
         raises here, so the client gets a plain 4xx instead of an event stream that opens with an error."""
-        items = self.router.stream("chat_stream", payload)
+        items = self.router.stream("chat_stream", payload, multiplexed_model_id=model_id)
         first = await anext(items)
         if "error" in first:
             await items.aclose()

@@ -58,9 +58,34 @@ def language_name(language: str) -> str:
     return LANGUAGES.get(language.lower(), language)
 
 
+def language_code(language: str) -> str:
+    """`fr`, `FR` and `French` all give `fr` (unknown names are kept, lower-cased)."""
+    lowered = language.strip().lower()
+    names = {name.lower(): code for code, name in LANGUAGES.items()}
+    return lowered if lowered in LANGUAGES else names.get(lowered, lowered)
+
+
+class TranslatorClient:
+    """The Translator deployment: one model per language pair, chosen by multiplexed model id (`en-fr`)."""
+
+    def __init__(self, router: ModelRouter, pairs: list[str]):
+        self.router = router
+        self.pairs = set(pairs)
+
+    def pair(self, source: str, target: str) -> str | None:
+        pair = f"{language_code(source)}-{language_code(target)}"
+        return pair if pair in self.pairs else None
+
+    async def translate(self, text: str, pair: str) -> str:
+        result = await self.router.call("translate", [text], multiplexed_model_id=pair)
+        if "error" in result:
+            raise EduserveError(ErrorCode.MODEL_NOT_FOUND, result["error"]["message"])
+        return result["texts"][0]
+
+
 class ContentService:
     def __init__(self, chat: ChatService, safety: SafetyService, profiles: ProfileService, tts: ModelRouter,
-                 translator: Any | None = None):
+                 translator: TranslatorClient | None = None):
         self.chat = chat
         self.safety = safety
         self.profiles = profiles
@@ -95,10 +120,14 @@ class ContentService:
         if not target:
             raise EduserveError(ErrorCode.VALIDATION_ERROR,
                                 "target_language: required (or set preferred_language in your profile)")
-        if self.translator is not None:
-            translated = await self.translator.translate(principal, text, source, target)
-            if translated is not None:
-                return {**translated, "source_language": source, "target_language": target, "engine": "translator"}
+        pair = self.translator.pair(source, target) if self.translator else None
+        if pair is not None:
+            translated = await self.translator.translate(text, pair)
+            shown, blocked = await self.safety.check_output(principal, translated)
+            if blocked:
+                raise ContentBlocked(blocked, f"the translation was blocked by the safety policy ({blocked})")
+            return {"text": shown, "source_language": source, "target_language": target, "engine": "translator",
+                    "model": pair}
         instruction = f"Translate this text from {language_name(source)} into {language_name(target)}."
         translated = await self._generate(principal, instruction, text, max_tokens=min(1024, 3 * len(text.split()) + 64))
         return {"text": translated, "source_language": source, "target_language": target, "engine": "llm",

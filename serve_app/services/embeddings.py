@@ -27,6 +27,14 @@ def check_text_limits(texts: list[str], max_count: int, max_chars: int, what: st
             )
 
 
+def check_model_result(result: dict[str, Any]) -> dict[str, Any]:
+    """A replica answers {"error": ...} for a model it does not serve (instead of failing, which the router
+    would count against the deployment)."""
+    if "error" in result:
+        raise EduserveError(ErrorCode.MODEL_NOT_FOUND, result["error"]["message"])
+    return result
+
+
 def encode_vector(vector: np.ndarray, encoding_format: str) -> list[float] | str:
     if encoding_format == "base64":
         return base64.b64encode(vector.astype("<f4", copy=False).tobytes()).decode("ascii")
@@ -39,15 +47,16 @@ class EmbeddingService:
         self.catalog = catalog
         self.limits = limits
 
-    async def embed(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
-        """For other services (RAG): vectors of `texts`, after the same limits as the HTTP API."""
+    async def embed(self, texts: list[str], model_id: str | None = None) -> tuple[np.ndarray, list[int]]:
+        """Vectors of `texts` (the default model unless a multiplexed one is named), after the HTTP API's limits.
+        Other services (RAG) call this too."""
         check_text_limits(texts, self.limits.max_inputs_per_request, self.limits.max_input_chars, "input")
-        result = await self.client.call("embed", texts)
+        result = check_model_result(await self.client.call("embed", texts, multiplexed_model_id=model_id))
         return result["embeddings"], result["token_counts"]
 
     async def create(self, request: EmbeddingRequest) -> dict[str, Any]:
         model = self.catalog.resolve("embedder", request.model)
-        vectors, token_counts = await self.embed(request.texts())
+        vectors, token_counts = await self.embed(request.texts(), model.multiplexed_id)
         if request.dimensions is not None and request.dimensions != vectors.shape[1]:
             raise EduserveError(
                 ErrorCode.VALIDATION_ERROR,

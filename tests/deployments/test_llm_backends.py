@@ -136,3 +136,24 @@ async def test_vllm_adapter_streams_deltas_and_aborts_when_closed_early(vllm):
     await stream.aclose()
     assert deltas == [[10], [11], [12], [13]]  # cumulative outputs turned into new tokens only
     assert len(engine.aborted) == 1  # the engine was told to free the sequence
+
+
+async def test_vllm_adapter_serves_lora_adapters(vllm):
+    from deployments.backends.llm_base import LoRAAdapter
+
+    backend, engine = vllm
+    adapter = backend.load_adapter("algebra", LoRAAdapter("/adapters/algebra", {}))
+    assert (adapter.lora_name, adapter.lora_int_id, adapter.lora_path) == ("algebra", 1, "/adapters/algebra")
+    await backend.generate([[1, 2, 3]], [SamplingParams(max_tokens=2)], [adapter])
+    assert engine.lora_requests[-1] is adapter
+    assert backend.load_adapter("geometry", LoRAAdapter("/adapters/geometry", {})).lora_int_id == 2
+
+
+async def test_other_backends_refuse_adapters(prepared_models):
+    from deployments.backends.llm_base import AdaptersNotSupported, LoRAAdapter
+
+    llm = load("ctranslate2", prepared_models, context_length=8192)
+    with pytest.raises(AdaptersNotSupported):
+        llm.load_adapter("x", LoRAAdapter("/adapters/x", {}))
+    with pytest.raises(AdaptersNotSupported):
+        await llm.generate([[1]], [GREEDY], ["an adapter"])

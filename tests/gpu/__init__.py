@@ -7,7 +7,11 @@ LLM_ON_FAKE_VLLM = {
         "device": "cpu", "num_gpus": 0, "num_cpus": 0.5, "autoscaling": None, "num_replicas": 1,
         "request_router": None, "max_queued_requests": -1,
         "chain": [{"backend": "vllm", "model": "prepared:smollm2-135m-instruct/hf",
-                   "options": {"engine_module": "tests.support.fake_vllm", "max_model_len": 4096}}],
+                   "options": {"engine_module": "tests.support.fake_vllm", "max_model_len": 4096,
+                               "enable_lora": True}}],
+        # a LoRA adapter served by the same engine, chosen by model name (multiplexed id)
+        "multiplex": {"max_models_per_replica": 2,
+                      "models": {"lora-algebra": [{"backend": "lora", "model": "/adapters/algebra"}]}},
     },
     "fallback": None,
 }

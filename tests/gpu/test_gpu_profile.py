@@ -45,6 +45,7 @@ def gpu_app(ray_serve, stores, tiny_models, tmp_path_factory, fail_file):
         "ingress": {"num_replicas": 1},
         "models": {
             "llm": LLM_ON_FAKE_VLLM,
+            "translator": None,  # its opus-mt models are fetched on a connected cluster only
             **SPEECH_AND_SAFETY_ON_CPU,
             "embedder": {
                 "routing": {"degraded_primary_is_unavailable": False, "breaker_failure_threshold": 3,
@@ -211,6 +212,15 @@ def test_the_vllm_adapter_serves_chat_inside_the_app(http):
     assert body["usage"]["completion_tokens"] == 4 and body["choices"][0]["finish_reason"] == "length"
     llm = next(m for m in http.get("/v1/models").json()["data"] if m["role"] == "llm")
     assert llm["status"]["deployments"]["primary"]["active"]["backend"] == "vllm"
+
+
+def test_a_lora_adapter_is_served_by_name_through_multiplexing(http):
+    response = http.post("/v1/chat/completions", json={
+        "model": "lora-algebra", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3})
+    assert response.status_code == 200, response.text
+    assert response.json()["model"] == "lora-algebra"
+    adapter = next(m for m in http.get("/v1/models").json()["data"] if m["id"] == "lora-algebra")
+    assert adapter["role"] == "llm" and adapter["status"]["loaded_on"]
 
 
 def test_readiness_and_models_report_both_tiers(http):

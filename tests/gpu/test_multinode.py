@@ -33,6 +33,7 @@ def cluster_app(ray_serve, stores, tiny_models):
         "ingress": {"num_replicas": 1, "num_cpus": 1},
         "models": {
             "llm": LLM_ON_FAKE_VLLM,
+            "translator": None,  # its opus-mt models are fetched on a connected cluster only
             **SPEECH_AND_SAFETY_ON_CPU,
             "embedder": {
                 "routing": {"degraded_primary_is_unavailable": False},

@@ -32,6 +32,13 @@ class SamplingParams:
 
 
 @dataclass
+class LoRARequest:
+    lora_name: str
+    lora_int_id: int
+    lora_path: str
+
+
+@dataclass
 class CompletionOutput:
     token_ids: list[int]
 
@@ -48,10 +55,12 @@ class FakeEngine:
         self.args = args
         self.aborted: list[str] = []
         self.requests: list[tuple[dict, SamplingParams]] = []
+        self.lora_requests: list[LoRARequest | None] = []
         ENGINES.append(self)
 
-    async def generate(self, prompt: dict, params: SamplingParams, request_id: str):
+    async def generate(self, prompt: dict, params: SamplingParams, request_id: str, lora_request=None):
         self.requests.append((prompt, params))
+        self.lora_requests.append(lora_request)
         ids = prompt["prompt_token_ids"]
         count = min(params.max_tokens, len(ids))
         for n in range(1, count + 1):

@@ -106,3 +106,29 @@ def build_tiny_vits(path: Path, seed: int = 0) -> Path:
     VitsModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def build_tiny_marian_ct2(path: Path, seed: int = 0) -> Path:
+    """A tiny Marian translation model (random weights, the packaged MiniLM's WordPiece vocabulary as its
+    tokenizer), converted to CTranslate2 with the tokenizer files alongside. Returns the CTranslate2 folder."""
+    import ctranslate2
+    import torch
+    from transformers import AutoTokenizer, MarianConfig, MarianMTModel
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_source(MINILM))
+    tokenizer.bos_token, tokenizer.eos_token = "[CLS]", "[SEP]"  # CTranslate2 needs both named
+    config = MarianConfig(
+        # CTranslate2's Marian loader expects one embedding row more than the tokenizer's vocabulary.
+        vocab_size=tokenizer.vocab_size + 1, d_model=32, encoder_layers=1, decoder_layers=1,
+        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+        max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.sep_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    hf = path / "hf"
+    MarianMTModel(config).save_pretrained(hf)
+    tokenizer.save_pretrained(hf)
+    files = [f for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+             if (hf / f).exists()]
+    ctranslate2.converters.TransformersConverter(str(hf), copy_files=files).convert(str(path / "ct2"), force=True)
+    return path / "ct2"

@@ -33,6 +33,7 @@ async def create_chat_completion(request: ChatCompletionRequest, principal: Curr
     pipeline (a block is a 400 naming the category); an answer the pipeline stops ends with
     `finish_reason: content_filter`, as OpenAI's do."""
     model = state.chat.model_name(request.model)
+    model_id = state.chat.model_id(request.model)  # a LoRA adapter, when the profile serves some
     messages = [m.as_model_message() for m in request.messages]
     user_indices = [i for i, m in enumerate(messages) if m["role"] == "user"]
     checked = await state.safety.check_inputs(principal, [messages[i]["content"] for i in user_indices])
@@ -49,7 +50,7 @@ async def create_chat_completion(request: ChatCompletionRequest, principal: Curr
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     if not request.stream:
-        result = await state.chat.complete(payload)
+        result = await state.chat.complete(payload, model_id)
         text, blocked = await state.safety.check_output(principal, result["text"])
         usage = result["usage"]
         return ChatCompletion(
@@ -58,7 +59,7 @@ async def create_chat_completion(request: ChatCompletionRequest, principal: Curr
                       "finish_reason": "content_filter" if blocked else result["finish_reason"]}],
             usage={**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]},
         )
-    items = await state.chat.stream(payload)
+    items = await state.chat.stream(payload, model_id)
     include_usage = bool(request.stream_options and request.stream_options.include_usage)
     guard = state.safety.output_guard(principal)
     return EventSourceResponse(_openai_chunks(items, guard, completion_id, created, model, include_usage), ping=15)

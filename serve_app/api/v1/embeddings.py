@@ -4,6 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
+from ray import serve
 
 from serve_app.api.deps import get_state
 from serve_app.protocol.common import ERROR_RESPONSES
@@ -15,6 +16,11 @@ router = APIRouter(tags=["openai"])
 
 @router.post("/v1/embeddings", response_model=EmbeddingResponse, responses=ERROR_RESPONSES)
 async def create_embeddings(request: EmbeddingRequest, state: Annotated[AppState, Depends(get_state)]):
-    """Vectors for one text or a list of texts (OpenAI `embeddings.create`)."""
+    """Vectors for one text or a list of texts (OpenAI `embeddings.create`). `model` picks one of the served
+    embedding models (several may share a replica); without it, Serve's `serve_multiplexed_model_id` header
+    (which the proxy hands to this replica) does."""
+    header_model = serve.get_multiplexed_model_id()
+    if request.model is None and header_model:
+        request = request.model_copy(update={"model": header_model})
     # Returned as a prepared JSONResponse: hundreds of vectors need no second pass through pydantic.
     return JSONResponse(await state.embeddings.create(request))

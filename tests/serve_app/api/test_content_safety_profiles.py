@@ -202,9 +202,10 @@ def test_simplification_lowers_the_measured_grade_level(student):
 
 
 def test_translation_goes_through_the_llm_when_no_translator_serves_the_pair(student):
-    response = student.post("/v2/content/translate", json={"text": "Good morning, class.", "target_language": "fr"})
+    # the test app's Translator serves en-fr and en-de only (tests/serve_app/api/test_multiplexing.py)
+    response = student.post("/v2/content/translate", json={"text": "Good morning, class.", "target_language": "it"})
     body = response.json()
-    assert response.status_code == 200 and body["engine"] == "llm" and body["target_language"] == "fr"
+    assert response.status_code == 200 and body["engine"] == "llm" and body["target_language"] == "it"
     assert body["text"] and body["text"] != "Good morning, class."
     missing = student.post("/v2/content/translate", json={"text": "Hello."})
     assert missing.status_code == 422 and "preferred_language" in missing.json()["error"]["message"]

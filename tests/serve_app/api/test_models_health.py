@@ -6,7 +6,7 @@ from __future__ import annotations
 def test_models_lists_each_role_with_its_replica_status(client):
     body = client.get("/v1/models").json()
     assert body["object"] == "list"
-    by_role = {m["role"]: m for m in body["data"]}
+    by_role = {m["role"]: m for m in body["data"] if not (m["status"] or {}).get("multiplexed")}
     assert by_role["embedder"]["id"] == "all-minilm-l6-v2"
     assert by_role["reranker"]["id"] == "all-minilm-l6-v2-rerank"
     role_status = by_role["embedder"]["status"]
@@ -23,8 +23,10 @@ def test_openai_sdk_lists_models(cpu_app, admin_key):
     import openai
 
     ids = {m.id for m in openai.OpenAI(base_url=f"{cpu_app}/v1", api_key=admin_key).models.list()}
+    # each role's model, plus the test app's multiplexed ones (tests/conftest.py: Stores.multiplexed_models)
     assert ids == {"all-minilm-l6-v2", "all-minilm-l6-v2-rerank", "smollm2-135m-instruct", "hibari-tts",
-                   "eduserve-moderation"}
+                   "eduserve-moderation", "translator", "tiny-embed-a", "tiny-embed-b", "tiny-embed-c", "en-fr",
+                   "en-de"}
 
 
 def test_liveness_and_readiness_need_no_credentials(anonymous):
@@ -41,6 +43,7 @@ def test_liveness_and_readiness_need_no_credentials(anonymous):
             "llm": {"ok": True, "primary": True},
             "tts": {"ok": True, "primary": True},
             "safety": {"ok": True, "primary": True},
+            "translator": {"ok": True, "primary": True},
         },
     }
 
