@@ -1,5 +1,6 @@
 """A throwaway local stack for benchmarks: embedded PostgreSQL + Redis in a temporary directory, an admin API
-key, and the settings overrides that point an app at them (rate limits lifted: the load is the point)."""
+key, and the settings overrides that point an app at them and at the prepared models (rate limits lifted: the
+load is the point)."""
 
 from __future__ import annotations
 
@@ -17,10 +18,12 @@ from serve_app.storage.embedded import EmbeddedPostgres, EmbeddedRedis
 @contextmanager
 def local_stack(profile: str = "cpu"):
     data_dir = Path(tempfile.mkdtemp(prefix="eduserve-bench-"))
+    models_dir = load_settings(profile).prepared_models_dir  # what `make models` prepared
     postgres, redis = EmbeddedPostgres(data_dir), EmbeddedRedis(data_dir)
     try:
         overrides: dict[str, Any] = {
             "data_dir": str(data_dir),
+            "models_dir": str(models_dir),
             "database_url": postgres.start(),
             "redis_url": redis.start(),
             "storage": {"embedding_dimensions": 384},

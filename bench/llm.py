@@ -108,10 +108,8 @@ def main() -> None:
 
     from bench._stack import local_stack
     from serve_app.app import AppArgs, build_app
-    from serve_app.settings import load_settings
 
     with local_stack() as (stack, headers):
-        stack["models_dir"] = str(load_settings("cpu").prepared_models_dir)
         ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
         serve.start(http_options={"host": "127.0.0.1", "port": 8791})
         try:

