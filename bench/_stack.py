@@ -5,6 +5,7 @@ load is the point)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,3 +37,11 @@ def local_stack(profile: str = "cpu"):
     finally:
         redis.stop()
         postgres.stop()
+
+
+def write_results(results: dict[str, Any], out: str | Path) -> None:
+    """Save a run's raw figures (what RESULTS.md quotes) and print them."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import random
@@ -143,7 +142,7 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from bench._stack import local_stack
+    from bench._stack import local_stack, write_results
 
     port = free_port()
     with local_stack() as (stack, headers):
@@ -170,9 +169,7 @@ def main() -> None:
         results[f"ratio_http_vs_inprocess_{per_request}"] = batched / base
         results[f"ratio_batch_on_vs_off_{per_request}"] = batched / unbatched
 
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2))
-    print(json.dumps(results, indent=2))
+    write_results(results, args.out)
 
 
 if __name__ == "__main__":

@@ -106,7 +106,7 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from bench._stack import local_stack
+    from bench._stack import local_stack, write_results
     from serve_app.app import AppArgs, build_app
 
     with local_stack() as (stack, headers):
@@ -122,9 +122,7 @@ def main() -> None:
         finally:
             serve.shutdown()
             ray.shutdown()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2))
-    print(json.dumps(results, indent=2))
+    write_results(results, args.out)
 
 
 if __name__ == "__main__":

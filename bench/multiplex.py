@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import shutil
 import statistics
 import sys
@@ -60,7 +59,7 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from bench._stack import local_stack
+    from bench._stack import local_stack, write_results
     from deployments.common import resolve_model_source
     from serve_app.app import AppArgs, build_app
 
@@ -96,10 +95,7 @@ def main() -> None:
         finally:
             serve.shutdown()
             ray.shutdown()
-    out = Path(__file__).parent / "out" / "multiplex.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(json.dumps(results, indent=2))
+    write_results(results, Path(__file__).parent / "out" / "multiplex.json")
 
 
 if __name__ == "__main__":

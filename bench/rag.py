@@ -49,7 +49,7 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from bench._stack import local_stack
+    from bench._stack import local_stack, write_results
     from serve_app.app import AppArgs, build_app
 
     results: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "passages": len(CORPUS["passages"]),
@@ -70,10 +70,7 @@ def main() -> None:
         finally:
             serve.shutdown()
             ray.shutdown()
-    out = Path(__file__).parent / "out" / "rag.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(json.dumps(results, indent=2))
+    write_results(results, Path(__file__).parent / "out" / "rag.json")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 import tempfile
@@ -112,7 +111,7 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from bench._stack import local_stack
+    from bench._stack import local_stack, write_results
     from serve_app.app import AppArgs, build_app
     from serve_app.settings import load_settings
     from tests.support.tiny_models import build_tiny_cross_encoder, build_tiny_encoder
@@ -162,9 +161,7 @@ def main() -> None:
             ray.shutdown()
     served = {label: results[label]["status_codes"].get(200, 0) for label in runs}
     results["ratio_served_with_fallback_vs_gpu_only"] = served["burst_with_cpu_fallback"] / max(1, served["burst_gpu_only"])
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2))
-    print(json.dumps(results, indent=2))
+    write_results(results, args.out)
 
 
 if __name__ == "__main__":

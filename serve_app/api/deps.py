@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
@@ -10,9 +10,7 @@ from fastapi.security import OAuth2PasswordBearer
 from serve_app.errors import EduserveError, ErrorCode
 from serve_app.security.tokens import unauthorized
 from serve_app.services.auth import Principal
-
-if TYPE_CHECKING:
-    from serve_app.state import AppState
+from serve_app.state import AppState
 
 # Declares the scheme for OpenAPI (the Authorize button posts the form to /v2/auth/login); API keys are sent
 # the same way, as `Authorization: Bearer esk_...`.
@@ -21,6 +19,10 @@ bearer = OAuth2PasswordBearer(tokenUrl="/v2/auth/login", auto_error=False)
 
 def get_state(request: Request) -> AppState:
     return request.app.state.eduserve
+
+
+State = Annotated[AppState, Depends(get_state)]
+"""The ingress's services and settings, as a route parameter."""
 
 
 def client_ip(request: Request) -> str:

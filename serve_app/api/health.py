@@ -1,14 +1,11 @@
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from serve_app.api.deps import get_state
+from serve_app.api.deps import State
 from serve_app.errors import ErrorCode, error_body
 from serve_app.protocol.models import Liveness, Readiness
-from serve_app.state import AppState
 
 router = APIRouter(tags=["health"])
 
@@ -20,7 +17,7 @@ async def healthz():
 
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
-async def readyz(state: Annotated[AppState, Depends(get_state)]):
+async def readyz(state: State):
     """Readiness: every model deployment answered within the timeout."""
     checks = await state.readiness()
     if all(check["ok"] for check in checks.values()):

@@ -5,17 +5,16 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from sse_starlette import EventSourceResponse
 
-from serve_app.api.deps import CurrentPrincipal, get_state
+from serve_app.api.deps import CurrentPrincipal, State
 from serve_app.errors import EduserveError, ErrorCode, error_body
 from serve_app.protocol.chat import ChatCompletion, ChatCompletionRequest
 from serve_app.protocol.common import ERROR_RESPONSES
 from serve_app.services.safety import ContentBlocked, OutputGuard
-from serve_app.state import AppState
 
 router = APIRouter(tags=["openai"])
 logger = logging.getLogger("ray.serve.eduserve.chat")
@@ -27,7 +26,7 @@ logger = logging.getLogger("ray.serve.eduserve.chat")
     responses={**ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}}, "description": "stream=true: SSE"}},
 )
 async def create_chat_completion(request: ChatCompletionRequest, principal: CurrentPrincipal,
-                                 state: Annotated[AppState, Depends(get_state)]):
+                                 state: State):
     """OpenAI chat completions, whole or streamed (`data: {chunk}` events, then `data: [DONE]`).
     A request without a system message gets the service's tutor system prompt. User messages pass the safety
     pipeline (a block is a 400 naming the category); an answer the pipeline stops ends with

@@ -1,21 +1,18 @@
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from ray import serve
 
-from serve_app.api.deps import get_state
+from serve_app.api.deps import State
 from serve_app.protocol.common import ERROR_RESPONSES
 from serve_app.protocol.embeddings import EmbeddingRequest, EmbeddingResponse
-from serve_app.state import AppState
 
 router = APIRouter(tags=["openai"])
 
 
 @router.post("/v1/embeddings", response_model=EmbeddingResponse, responses=ERROR_RESPONSES)
-async def create_embeddings(request: EmbeddingRequest, state: Annotated[AppState, Depends(get_state)]):
+async def create_embeddings(request: EmbeddingRequest, state: State):
     """Vectors for one text or a list of texts (OpenAI `embeddings.create`). `model` picks one of the served
     embedding models (several may share a replica); without it, Serve's `serve_multiplexed_model_id` header
     (which the proxy hands to this replica) does."""

@@ -1,23 +1,21 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
-from serve_app.api.deps import CurrentPrincipal, get_state
+from serve_app.api.deps import CurrentPrincipal, State
 from serve_app.errors import EduserveError, ErrorCode
 from serve_app.protocol.common import ERROR_RESPONSES
 from serve_app.protocol.content import ModerationRequest, ModerationResponse
 from serve_app.services.safety import CATEGORY_NAMES
-from serve_app.state import AppState
 
 router = APIRouter(tags=["openai"])
 
 
 @router.post("/v1/moderations", response_model=ModerationResponse, responses=ERROR_RESPONSES)
 async def create_moderation(body: ModerationRequest, principal: CurrentPrincipal,
-                            state: Annotated[AppState, Depends(get_state)]):
+                            state: State):
     """OpenAI-shaped moderation, flagged by the caller's role thresholds. Categories: harassment (toxicity),
     self-harm, prompt-injection, personal-data."""
     model = state.catalog.resolve("safety", body.model)

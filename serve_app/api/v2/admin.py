@@ -2,17 +2,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Response
 
-from serve_app.api.deps import get_state, require_role
+from serve_app.api.deps import State, require_role
 from serve_app.errors import EduserveError, ErrorCode
 from serve_app.protocol.auth import ApiKeyCreate, ApiKeyOut
 from serve_app.protocol.common import ERROR_RESPONSES
 from serve_app.services.auth import Principal
-from serve_app.state import AppState
 
 router = APIRouter(prefix="/v2/admin", tags=["admin"], responses=ERROR_RESPONSES)
-State = Annotated[AppState, Depends(get_state)]
 Admin = Annotated[Principal, require_role("admin")]
 
 

@@ -1,11 +1,9 @@
 from __future__ import annotations
 
-from typing import Annotated
-
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import ValidationError
 
-from serve_app.api.deps import CurrentPrincipal, auth_ip_limit, client_ip, get_state
+from serve_app.api.deps import CurrentPrincipal, State, auth_ip_limit, client_ip
 from serve_app.errors import EduserveError, ErrorCode
 from serve_app.protocol.auth import (
     LoginRequest,
@@ -16,10 +14,8 @@ from serve_app.protocol.auth import (
     UserOut,
 )
 from serve_app.protocol.common import ERROR_RESPONSES
-from serve_app.state import AppState
 
 router = APIRouter(prefix="/v2/auth", tags=["auth"], responses=ERROR_RESPONSES)
-State = Annotated[AppState, Depends(get_state)]
 
 LOGIN_BODY = {
     "requestBody": {

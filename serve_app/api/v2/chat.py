@@ -2,16 +2,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Query, Response
 from sse_starlette import EventSourceResponse
 
-from serve_app.api.deps import CurrentPrincipal, get_state
+from serve_app.api.deps import CurrentPrincipal, State
 from serve_app.protocol.chat import MessageCreate, SessionCreate, SessionDetail, SessionList, SessionOut
 from serve_app.protocol.common import ERROR_RESPONSES
-from serve_app.state import AppState
 
 router = APIRouter(prefix="/v2/chat", tags=["chat"], responses=ERROR_RESPONSES)
-State = Annotated[AppState, Depends(get_state)]
 
 
 @router.post("", status_code=201, response_model=SessionOut)

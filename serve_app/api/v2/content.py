@@ -1,11 +1,9 @@
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import StreamingResponse
 
-from serve_app.api.deps import CurrentPrincipal, get_state
+from serve_app.api.deps import CurrentPrincipal, State
 from serve_app.protocol.common import ERROR_RESPONSES
 from serve_app.protocol.content import (
     Profile,
@@ -19,10 +17,8 @@ from serve_app.protocol.content import (
     TTSRequest,
 )
 from serve_app.services.audio import STREAMING_DATA_SIZE, pcm16, wav_header
-from serve_app.state import AppState
 
 router = APIRouter(tags=["content"], responses=ERROR_RESPONSES)
-State = Annotated[AppState, Depends(get_state)]
 
 
 @router.post("/v2/content/simplify", response_model=SimplifyResponse)

@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from serve_app.api.deps import CurrentPrincipal, get_state
+from serve_app.api.deps import CurrentPrincipal, State
 from serve_app.errors import EduserveError, ErrorCode
 from serve_app.protocol.common import ERROR_RESPONSES
 from serve_app.protocol.rag import (
@@ -26,7 +26,6 @@ from serve_app.services.rag import search_params
 from serve_app.state import AppState
 
 router = APIRouter(tags=["documents"], responses=ERROR_RESPONSES)
-State = Annotated[AppState, Depends(get_state)]
 UPLOAD_TYPES = {".pdf": "application/pdf", ".md": "text/markdown", ".markdown": "text/markdown", ".txt": "text/plain"}
 
 

@@ -9,6 +9,8 @@ import uuid
 import httpx
 import pytest
 
+from tests.support.sse import sse_events
+
 PASSWORD = "Long-enough-pass-77"
 
 
@@ -36,21 +38,11 @@ def bob(cpu_app):
     http.close()
 
 
-def events_of(response: httpx.Response) -> list[tuple[str, dict]]:
-    events, name = [], None
-    for line in response.iter_lines():
-        if line.startswith("event:"):
-            name = line.split(":", 1)[1].strip()
-        elif line.startswith("data:"):
-            events.append((name, json.loads(line.split(":", 1)[1])))
-    return events
-
-
 def send(http: httpx.Client, session_id: str, content: str, **options) -> list[tuple[str, dict]]:
     body = {"content": content, "temperature": 0, "max_tokens": 30, **options}
     with http.stream("POST", f"/v2/chat/{session_id}/messages", json=body) as response:
         assert response.status_code == 200, response.read()
-        return events_of(response)
+        return sse_events(response)
 
 
 def new_session(http: httpx.Client, **body) -> str:

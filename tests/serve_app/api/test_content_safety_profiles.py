@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import uuid
 import wave
 
 import httpx
 import numpy as np
 import pytest
+
+from tests.support.sse import sse_events
 
 PASSWORD = "Content-tests-pass-9"
 COMPLEX = (
@@ -146,13 +147,7 @@ def stream_turn(http: httpx.Client, session: str, content: str) -> list[tuple[st
     with http.stream("POST", f"/v2/chat/{session}/messages",
                      json={"content": content, "temperature": 0, "max_tokens": 30}) as response:
         assert response.status_code == 200
-        events, name = [], None
-        for line in response.iter_lines():
-            if line.startswith("event:"):
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("data:"):
-                events.append((name, json.loads(line.split(":", 1)[1])))
-    return events
+        return sse_events(response)
 
 
 def test_a_stream_whose_output_trips_the_filter_is_cut(student, client):

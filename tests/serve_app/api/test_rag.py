@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from tests.support.pdf import text_pdf
+from tests.support.sse import sse_events
 
 CORPUS = json.loads((Path(__file__).parents[2] / "data" / "rag_corpus.json").read_text())
 PASSWORD = "Retrieval-test-pass-1"
@@ -224,12 +225,7 @@ def turn(http: httpx.Client, session: str, content: str) -> tuple[str, dict]:
     with http.stream("POST", f"/v2/chat/{session}/messages",
                      json={"content": content, "temperature": 0, "max_tokens": 60}) as response:
         assert response.status_code == 200, response.read()
-        events, name = [], None
-        for line in response.iter_lines():
-            if line.startswith("event:"):
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("data:"):
-                events.append((name, json.loads(line.split(":", 1)[1])))
+        events = sse_events(response)
     text = "".join(d["delta"] for n, d in events if n == "token")
     return text, next(d for n, d in events if n == "done")
 
