@@ -2,13 +2,36 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated
+
+import langcodes
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 
 class OpenAICompatibleRequest(BaseModel):
     """OpenAI clients add fields over time; unknown ones are ignored rather than rejected."""
 
     model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+
+def language_tag(value: str) -> str:
+    """A language as a standard BCP 47 tag: `fr`, `FR`, `pt_BR`, `French` and `français` are accepted (names in
+    any language CLDR knows, with langcodes' small fuzzy match: `Hakka dialect` is Hakka); anything that is not a
+    language is refused rather than passed to a model."""
+    value = value.strip()
+    if langcodes.tag_is_valid(value.replace("_", "-")):
+        tag = langcodes.standardize_tag(value)
+    else:
+        try:
+            tag = str(langcodes.find(value))
+        except LookupError:
+            tag = None
+    if tag is None or langcodes.Language.get(tag).language in (None, "und"):
+        raise ValueError(f"{value!r} is not a known language: use a code such as `fr` or a name such as `French`")
+    return tag
+
+
+LanguageTag = Annotated[str, Field(min_length=2, max_length=40), AfterValidator(language_tag)]
 
 
 class ErrorDetail(BaseModel):

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from serve_app.protocol.common import OpenAICompatibleRequest
+from serve_app.protocol.common import LanguageTag, OpenAICompatibleRequest
 
 READING_LEVEL = r"^(?:grade (?:[1-9]|1[0-2])|[ABC][12])$"
 AudioFormat = Literal["wav", "pcm", "flac", "mp3"]
@@ -67,9 +67,9 @@ class SimplifyResponse(BaseModel):
 
 class TranslateRequest(Strict):
     text: str = Field(min_length=1, max_length=8000)
-    target_language: str | None = Field(None, min_length=2, max_length=40,
-                                        description="e.g. `fr` or `French`; default: your profile's language")
-    source_language: str = Field("en", min_length=2, max_length=40)
+    target_language: LanguageTag | None = Field(
+        None, description="a code (`fr`, `pt-BR`) or a name (`French`); default: your profile's language")
+    source_language: LanguageTag = "en"
 
 
 class TranslateResponse(BaseModel):
@@ -88,7 +88,7 @@ class TTSRequest(Strict):
 
 class Profile(BaseModel):
     reading_level: str | None = Field(None, pattern=READING_LEVEL)
-    preferred_language: str | None = Field(None, min_length=2, max_length=40)
+    preferred_language: LanguageTag | None = None
     voice: str | None = Field(None, max_length=40)
     interests: list[str] = Field(default_factory=list, max_length=20)
 

@@ -7,10 +7,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import langcodes
 import textstat
 from pyphen import Pyphen
 
 from serve_app.errors import EduserveError, ErrorCode
+from serve_app.protocol.common import language_tag
 from serve_app.routing import ModelRouter
 from serve_app.services.auth import Principal
 from serve_app.services.chat import ChatService
@@ -22,8 +24,6 @@ CEFR = {"A1": "beginner", "A2": "elementary", "B1": "intermediate", "B2": "upper
         "C1": "advanced", "C2": "proficient"}
 # OpenAI's voice names, accepted so existing clients work unchanged: they get the default voice.
 OPENAI_VOICES = {"alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse"}
-LANGUAGES = {"en": "English", "fr": "French", "de": "German", "es": "Spanish", "it": "Italian", "pt": "Portuguese",
-             "nl": "Dutch", "pl": "Polish", "uk": "Ukrainian", "ar": "Arabic", "zh": "Chinese", "ja": "Japanese"}
 
 
 def describe_level(level: str) -> str:
@@ -54,15 +54,9 @@ def readability(text: str) -> dict[str, Any]:
     }
 
 
-def language_name(language: str) -> str:
-    return LANGUAGES.get(language.lower(), language)
-
-
-def language_code(language: str) -> str:
-    """`fr`, `FR` and `French` all give `fr` (unknown names are kept, lower-cased)."""
-    lowered = language.strip().lower()
-    names = {name.lower(): code for code, name in LANGUAGES.items()}
-    return lowered if lowered in LANGUAGES else names.get(lowered, lowered)
+def language_name(tag: str) -> str:
+    """`pt-BR` → `Portuguese (Brazil)`: what the LLM is asked to translate into."""
+    return langcodes.Language.get(tag).display_name()
 
 
 class TranslatorClient:
@@ -73,7 +67,7 @@ class TranslatorClient:
         self.pairs = set(pairs)
 
     def pair(self, source: str, target: str) -> str | None:
-        pair = f"{language_code(source)}-{language_code(target)}"
+        pair = f"{langcodes.Language.get(source).language}-{langcodes.Language.get(target).language}"
         return pair if pair in self.pairs else None
 
     async def translate(self, text: str, pair: str) -> str:
@@ -116,10 +110,15 @@ class ContentService:
 
     async def translate(self, principal: Principal, text: str, target: str | None, source: str) -> dict[str, Any]:
         text = await self.safety.check_input(principal, text)
-        target = target or (await self.profiles.get(principal.user_id)).get("preferred_language")
-        if not target:
-            raise EduserveError(ErrorCode.VALIDATION_ERROR,
-                                "target_language: required (or set preferred_language in your profile)")
+        if target is None:
+            preferred = (await self.profiles.get(principal.user_id)).get("preferred_language")
+            if not preferred:
+                raise EduserveError(ErrorCode.VALIDATION_ERROR,
+                                    "target_language: required (or set preferred_language in your profile)")
+            try:  # profiles saved before languages were validated may hold anything
+                target = language_tag(preferred)
+            except ValueError as error:
+                raise EduserveError(ErrorCode.VALIDATION_ERROR, f"profile preferred_language: {error}") from None
         pair = self.translator.pair(source, target) if self.translator else None
         if pair is not None:
             translated = await self.translator.translate(text, pair)

@@ -206,6 +206,17 @@ def test_translation_goes_through_the_llm_when_no_translator_serves_the_pair(stu
     assert missing.status_code == 422 and "preferred_language" in missing.json()["error"]["message"]
 
 
+def test_languages_are_codes_or_names_and_anything_else_is_refused(student):
+    named = student.post("/v2/content/translate", json={"text": "Good night.", "target_language": "Italian"})
+    assert named.status_code == 200 and named.json()["target_language"] == "it"
+    unknown = student.post("/v2/content/translate", json={"text": "Good night.", "target_language": "zz-notalang"})
+    assert unknown.status_code == 422
+    assert unknown.json()["error"]["code"] == "validation_error"
+    assert "target_language" in unknown.json()["error"]["message"]
+    profile = student.put("/v2/profiles/me", json={"preferred_language": "not a language"})
+    assert profile.status_code == 422 and "preferred_language" in profile.json()["error"]["message"]
+
+
 def test_content_is_checked_by_the_safety_pipeline(student):
     response = student.post("/v2/content/simplify", json={"text": "you are a stupid worthless idiot"})
     assert response.status_code == 400 and response.json()["error"]["code"] == "content_blocked"
