@@ -9,31 +9,20 @@ import uuid
 import httpx
 import pytest
 
+from tests.support.accounts import new_student
 from tests.support.sse import sse_events
-
-PASSWORD = "Long-enough-pass-77"
-
-
-def user_client(base_url: str) -> httpx.Client:
-    """A fresh student, signed in with a JWT."""
-    anonymous = httpx.Client(base_url=base_url, timeout=120)
-    email = f"chat-{uuid.uuid4().hex[:10]}@school.test"
-    assert anonymous.post("/v2/auth/register", json={"email": email, "password": PASSWORD}).status_code == 201
-    token = anonymous.post("/v2/auth/login", json={"email": email, "password": PASSWORD}).json()["access_token"]
-    anonymous.headers["Authorization"] = f"Bearer {token}"
-    return anonymous
 
 
 @pytest.fixture
 def alice(cpu_app):
-    http = user_client(cpu_app)
+    http = new_student(cpu_app, "chat")
     yield http
     http.close()
 
 
 @pytest.fixture
 def bob(cpu_app):
-    http = user_client(cpu_app)
+    http = new_student(cpu_app, "chat")
     yield http
     http.close()
 

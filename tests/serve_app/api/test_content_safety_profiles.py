@@ -11,9 +11,9 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.support.accounts import new_student
 from tests.support.sse import sse_events
 
-PASSWORD = "Content-tests-pass-9"
 COMPLEX = (
     "Photosynthesis is the biochemical process through which chlorophyll-containing organisms, predominantly "
     "plants, convert electromagnetic radiation from the sun into chemical energy, synthesizing carbohydrates from "
@@ -24,11 +24,7 @@ COMPLEX = (
 
 @pytest.fixture
 def student(cpu_app) -> httpx.Client:
-    http = httpx.Client(base_url=cpu_app, timeout=180)
-    email = f"content-{uuid.uuid4().hex[:10]}@school.test"
-    assert http.post("/v2/auth/register", json={"email": email, "password": PASSWORD}).status_code == 201
-    token = http.post("/v2/auth/login", json={"email": email, "password": PASSWORD}).json()["access_token"]
-    http.headers["Authorization"] = f"Bearer {token}"
+    http = new_student(cpu_app, "content")
     yield http
     http.close()
 

@@ -11,26 +11,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.accounts import PASSWORD, login_client, new_student
 from tests.support.pdf import text_pdf
 from tests.support.sse import sse_events
 
 CORPUS = json.loads((Path(__file__).parents[2] / "data" / "rag_corpus.json").read_text())
-PASSWORD = "Retrieval-test-pass-1"
-
-
-def login_client(base_url: str, email: str) -> httpx.Client:
-    http = httpx.Client(base_url=base_url, timeout=120)
-    token = http.post("/v2/auth/login", json={"email": email, "password": PASSWORD}).json()["access_token"]
-    http.headers["Authorization"] = f"Bearer {token}"
-    return http
-
-
-def new_student(base_url: str) -> httpx.Client:
-    email = f"rag-{uuid.uuid4().hex[:10]}@school.test"
-    assert httpx.post(f"{base_url}/v2/auth/register", json={"email": email, "password": PASSWORD}).status_code == 201
-    http = login_client(base_url, email)
-    http.email = email  # type: ignore[attr-defined]
-    return http
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +41,7 @@ def course(teacher) -> str:
 
 @pytest.fixture(scope="module")
 def enrolled(cpu_app_module, teacher, course) -> httpx.Client:
-    student = new_student(cpu_app_module)
+    student = new_student(cpu_app_module, "rag")
     assert teacher.post(f"/v2/collections/{course}/members", json={"email": student.email}).status_code == 204
     return student
 
@@ -77,7 +62,7 @@ def test_ingest_then_search_finds_the_right_chunk(enrolled, course):
 
 
 def test_access_rules(cpu_app, teacher, course, enrolled):
-    alice, bob = new_student(cpu_app), new_student(cpu_app)
+    alice, bob = new_student(cpu_app, "rag"), new_student(cpu_app, "rag")
     note = {"collection": "private", "title": "Diary", "text": "My secret revision plan involves flashcards about volcanoes."}
     assert alice.post("/v2/documents", json=note).status_code == 201
     assert search(alice, "secret revision plan flashcards")["results"][0]["document_title"] == "Diary"
@@ -126,7 +111,7 @@ def test_reingesting_the_same_content_adds_nothing(teacher, course):
 
 
 def test_markdown_keeps_headings_with_their_text_and_long_text_is_chunked_with_overlap(cpu_app):
-    student = new_student(cpu_app)
+    student = new_student(cpu_app, "rag")
     paragraph = " ".join(f"Sentence {i} explains another detail of cell biology." for i in range(60))
     markdown = f"# Cells\nIntro to cells.\n\n## Organelles\n{paragraph}\n\n## Membranes\nThe membrane controls entry."
     created = student.post("/v2/documents", json={
@@ -144,7 +129,7 @@ def test_markdown_keeps_headings_with_their_text_and_long_text_is_chunked_with_o
 
 
 def test_pdf_upload(cpu_app):
-    student = new_student(cpu_app)
+    student = new_student(cpu_app, "rag")
     pdf = text_pdf(["Igneous rocks form when molten magma cools.", "Granite and basalt are igneous rocks."])
     response = student.post("/v2/documents/upload", data={"collection": "private"},
                             files={"files": ("rocks.pdf", pdf, "application/pdf")})
@@ -161,7 +146,7 @@ def test_pdf_upload(cpu_app):
 
 
 def test_background_ingest_reports_progress(cpu_app):
-    student = new_student(cpu_app)
+    student = new_student(cpu_app, "rag")
     documents = [{"title": f"Note {i}", "text": f"Revision note number {i} about the French Revolution of 1789."}
                  for i in range(12)]
     response = student.post("/v2/documents", params={"wait": "false"},
@@ -175,12 +160,12 @@ def test_background_ingest_reports_progress(cpu_app):
     assert job["status"] == "succeeded"
     assert (job["total_documents"], job["done_documents"], job["failed_documents"]) == (12, 12, 0)
     assert job["chunks"] == 12 and len(job["results"]) == 12
-    other = new_student(cpu_app)
+    other = new_student(cpu_app, "rag")
     assert other.get(job_url).status_code == 404
 
 
 def test_bad_document_requests(cpu_app, course):
-    student = new_student(cpu_app)
+    student = new_student(cpu_app, "rag")
     cases = [
         ({"collection": "private"}, 422),
         ({"collection": "private", "title": "t", "text": "x", "documents": [{"title": "a", "text": "b"}]}, 422),
