@@ -18,11 +18,20 @@ class Translator(ModelReplica):
     factories = TRANSLATION_BACKENDS
 
     async def translate(self, texts: list[str]) -> dict[str, Any]:
+        """Each text is translated sentence by sentence (every sentence joins the replica-wide batch) and put
+        back together: sentences joined by a space, paragraphs by a blank line."""
         backend, error = await self._select()
         if error:
             return error
-        results = await asyncio.gather(*(self._batch((backend, text)) for text in texts))
-        return {"texts": [text for text, _ in results], "token_counts": [tokens for _, tokens in results]}
+        documents = [backend.split(text) for text in texts]
+        sentences = [sentence for paragraphs in documents for paragraph in paragraphs for sentence in paragraph]
+        results = iter(await asyncio.gather(*(self._batch((backend, sentence)) for sentence in sentences)))
+        translated, token_counts = [], []
+        for paragraphs in documents:
+            parts = [[next(results) for _ in paragraph] for paragraph in paragraphs]
+            translated.append("\n\n".join(" ".join(text for text, _ in part) for part in parts))
+            token_counts.append(sum(tokens for part in parts for _, tokens in part))
+        return {"texts": translated, "token_counts": token_counts}
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
     async def _batch(self, items: list[tuple[Any, str]]) -> list[tuple[str, int]]:

@@ -1,12 +1,20 @@
 """CTranslate2 `Translator` for one language pair (Marian / NLLB models converted with ctranslate2's
-converter, the tokenizer files copied next to the weights)."""
+converter, the tokenizer files copied next to the weights).
+
+Such models translate one sentence at a time within `max_length` tokens: `split` cuts a text into paragraphs of
+sentences that fit (an overlong sentence is halved at word boundaries until it does), so no part of a long text
+is cut off by the model's window."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from deployments.common import DeviceInfo
 from deployments.spec import BackendSpec
+
+PARAGRAPH = re.compile(r"\n\s*\n")
+SENTENCE = re.compile(r"(?<=[.!?。！？])\s+")
 
 
 class CTranslate2Translation:
@@ -25,6 +33,24 @@ class CTranslate2Translation:
         self.beam_size = int(options.pop("beam_size", 2))
         self.max_length = int(options.pop("max_length", 256))
         self.target_prefix = options.pop("target_prefix", None)  # NLLB: the target language token
+
+    def split(self, text: str) -> list[list[str]]:
+        """Paragraphs, each a list of sentences short enough for the model."""
+        paragraphs = []
+        for paragraph in PARAGRAPH.split(text.strip()):
+            pieces = [piece for sentence in SENTENCE.split(paragraph.strip()) for piece in self._fit(sentence)]
+            if pieces:
+                paragraphs.append(pieces)
+        return paragraphs
+
+    def _fit(self, sentence: str) -> list[str]:
+        words = sentence.split()
+        if not words:
+            return []
+        if len(words) == 1 or len(self.tokenizer.encode(sentence)) <= self.max_length:
+            return [" ".join(words)]
+        half = len(words) // 2
+        return self._fit(" ".join(words[:half])) + self._fit(" ".join(words[half:]))
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return [len(ids) for ids in self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]]

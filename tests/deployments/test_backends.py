@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deployments.backends.registry import EMBEDDING_BACKENDS, RERANK_BACKENDS
+from deployments.backends.registry import EMBEDDING_BACKENDS, RERANK_BACKENDS, TRANSLATION_BACKENDS
 from deployments.common import select_device
 from deployments.spec import BackendSpec
 
@@ -79,3 +79,15 @@ def test_bi_encoder_rerank_puts_the_relevant_passage_first(minilm_path):
     scores = backend.score([(query, TEXTS[1]), (query, TEXTS[0]), (query, "Bananas are yellow.")])
     assert int(np.argmax(scores)) == 1
     assert np.all((scores >= 0) & (scores <= 1))
+
+
+def test_translation_splits_long_text_into_sentences_that_fit_the_model(tiny_models):
+    translator = make(TRANSLATION_BACKENDS, "ctranslate2", tiny_models["marian-en-fr"], max_length=24)
+    run_on = " ".join(f"word{i}" for i in range(120))  # one sentence, far over 24 tokens
+    text = f"First sentence here. Second one? Third!\n\n{run_on}.\n  \nLast paragraph."
+    paragraphs = translator.split(text)
+    assert paragraphs[0] == ["First sentence here.", "Second one?", "Third!"]
+    assert paragraphs[2] == ["Last paragraph."]
+    assert len(paragraphs) == 3 and len(paragraphs[1]) > 1
+    assert all(len(translator.tokenizer.encode(piece)) <= 24 for paragraph in paragraphs for piece in paragraph)
+    assert " ".join(paragraphs[1]) == run_on + "."  # every word kept, in order

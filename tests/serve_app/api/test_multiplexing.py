@@ -114,3 +114,16 @@ def test_two_translation_pairs_and_an_unknown_pair_falls_back_to_the_llm(client,
     assert fallback["engine"] == "llm"
     pairs = {m["id"]: m for m in client.get("/v1/models").json()["data"] if m["role"] == "translator"}
     assert {"en-fr", "en-de"} <= set(pairs) and pairs["en-fr"]["status"]["loaded_on"]
+
+
+def test_a_long_text_is_translated_whole_sentence_by_sentence(client, tiny_models):
+    # ~400 tokens in the first paragraph, four times the model's window (max_length 100)
+    sentences = [f"The volcano number {i} erupted after a long quiet time." for i in range(30)]
+    text = " ".join(sentences) + "\n\nThe end."
+    response = client.post("/v2/content/translate", json={"text": text, "target_language": "fr"})
+    body = response.json()
+    assert response.status_code == 200 and body["engine"] == "translator", response.text
+    first, last = body["text"].split("\n\n")
+    model = tiny_models["marian-en-fr"]
+    assert first == " ".join(direct_translation(model, sentence) for sentence in sentences)
+    assert last == direct_translation(model, "The end.")
