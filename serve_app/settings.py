@@ -156,6 +156,15 @@ class ChatSettings(StrictModel):
     max_message_chars: int = Field(16_000, ge=1)
 
 
+class ContentSettings(StrictModel):
+    """Simplify and translate through the LLM."""
+
+    chunk_words: int = Field(
+        200, ge=20, description="longer texts go to the LLM in pieces of at most this many words (whole paragraphs "
+                                "or sentences, generated concurrently), so no answer is cut off by max_tokens",
+    )
+
+
 class RagSettings(StrictModel):
     """Documents, chunking and retrieval."""
 
@@ -258,6 +267,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
+    content: ContentSettings = Field(default_factory=ContentSettings)
     rag: RagSettings = Field(default_factory=RagSettings)
     safety: SafetySettings = Field(default_factory=SafetySettings)
     http: HttpSettings = Field(default_factory=HttpSettings)

@@ -93,7 +93,8 @@ class AppState:
         translator = None
         if "translator" in self.routers:
             translator = TranslatorClient(self.routers["translator"], self.catalog.multiplexed_of("translator"))
-        self.content = ContentService(self.chat, self.safety, self.profiles, self.routers["tts"], translator)
+        self.content = ContentService(self.chat, self.safety, self.profiles, self.routers["tts"],
+                                      self.settings.content, translator)
         self.sessions = ChatSessions(self.db, session_cache, self.chat, self.rag, self.safety, self.profiles,
                                      self.settings)
         if not await self.db.open():  # not fatal: requests that need it get 503 until it is back

@@ -4,6 +4,7 @@ passes the safety pipeline."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
@@ -18,6 +19,7 @@ from serve_app.services.auth import Principal
 from serve_app.services.chat import ChatService
 from serve_app.services.profiles import ProfileService
 from serve_app.services.safety import ContentBlocked, SafetyService
+from serve_app.settings import ContentSettings
 
 DEFAULT_LEVEL = "grade 5"
 CEFR = {"A1": "beginner", "A2": "elementary", "B1": "intermediate", "B2": "upper-intermediate",
@@ -35,6 +37,8 @@ def describe_level(level: str) -> str:
 
 _HYPHENATOR = Pyphen(lang="en_US")
 WORD = re.compile(r"[A-Za-z][A-Za-z']*")
+PARAGRAPH = re.compile(r"\n\s*\n")
+SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
 def readability(text: str) -> dict[str, Any]:
@@ -52,6 +56,38 @@ def readability(text: str) -> dict[str, Any]:
         "words": count,
         "sentences": sentences,
     }
+
+
+def word_chunks(text: str, max_words: int) -> list[str]:
+    """Paragraphs packed in order into pieces of at most `max_words` words; a longer paragraph is cut at sentence
+    ends (a sentence longer still, at `max_words`). Every word is kept."""
+    pieces: list[str] = []
+    current: list[str] = []
+    count = 0
+
+    def add(part: str, separator: str) -> None:
+        nonlocal count
+        words = len(part.split())
+        if current and count + words > max_words:
+            pieces.append("".join(current))
+            current.clear()
+            count = 0
+        current.append(part if not current else separator + part)
+        count += words
+
+    for paragraph in (p.strip() for p in PARAGRAPH.split(text.strip())):
+        if not paragraph:
+            continue
+        parts = [paragraph]
+        if len(paragraph.split()) > max_words:
+            parts = [" ".join(words[start:start + max_words])
+                     for words in (sentence.split() for sentence in SENTENCE.split(paragraph))
+                     for start in range(0, len(words), max_words)]
+        for index, part in enumerate(parts):
+            add(part, "\n\n" if index == 0 else " ")
+    if current:
+        pieces.append("".join(current))
+    return pieces
 
 
 def language_name(tag: str) -> str:
@@ -79,22 +115,30 @@ class TranslatorClient:
 
 class ContentService:
     def __init__(self, chat: ChatService, safety: SafetyService, profiles: ProfileService, tts: ModelRouter,
-                 translator: TranslatorClient | None = None):
+                 settings: ContentSettings, translator: TranslatorClient | None = None):
         self.chat = chat
         self.safety = safety
         self.profiles = profiles
         self.tts = tts
+        self.settings = settings
         self.translator = translator
 
-    async def _generate(self, principal: Principal, instruction: str, text: str, max_tokens: int) -> str:
-        payload = self.chat.payload(
-            [{"role": "system", "content": "You rewrite and translate texts for school students. Reply with the "
-                                           "requested text only, with no introduction."},
-             {"role": "user", "content": f"{instruction}\n\nText:\n{text}"}],
-            max_tokens=max_tokens, temperature=0.0,
-        )
-        result = await self.chat.complete(payload)
-        answer, blocked = await self.safety.check_output(principal, result["text"].strip())
+    async def _generate(self, principal: Principal, instruction: str, text: str, tokens_per_word: int) -> str:
+        """The LLM's rewrite of `text`, piece by piece (pieces run concurrently and are batched by the LLM
+        deployment), with room for `tokens_per_word` output tokens per input word; checked as a whole."""
+
+        async def rewrite(piece: str) -> str:
+            payload = self.chat.payload(
+                [{"role": "system", "content": "You rewrite and translate texts for school students. Reply with "
+                                               "the requested text only, with no introduction."},
+                 {"role": "user", "content": f"{instruction}\n\nText:\n{piece}"}],
+                max_tokens=tokens_per_word * len(piece.split()) + 64, temperature=0.0,
+            )
+            return (await self.chat.complete(payload))["text"].strip()
+
+        pieces = word_chunks(text, self.settings.chunk_words)
+        rewritten = "\n\n".join(await asyncio.gather(*(rewrite(piece) for piece in pieces)))
+        answer, blocked = await self.safety.check_output(principal, rewritten)
         if blocked:
             raise ContentBlocked(blocked, f"the generated text was blocked by the safety policy ({blocked})")
         return answer.strip()
@@ -104,7 +148,7 @@ class ContentService:
         level = level or (await self.profiles.get(principal.user_id)).get("reading_level") or DEFAULT_LEVEL
         instruction = (f"Rewrite this text for {describe_level(level)}. Use short sentences and simple, common "
                        "words. Keep all the important facts.")
-        simplified = await self._generate(principal, instruction, text, max_tokens=min(1024, 2 * len(text.split()) + 64))
+        simplified = await self._generate(principal, instruction, text, tokens_per_word=2)
         return {"text": simplified, "reading_level": level, "model": self.chat.model_name(None),
                 "readability": {"before": readability(text), "after": readability(simplified)}}
 
@@ -128,7 +172,7 @@ class ContentService:
             return {"text": shown, "source_language": source, "target_language": target, "engine": "translator",
                     "model": pair}
         instruction = f"Translate this text from {language_name(source)} into {language_name(target)}."
-        translated = await self._generate(principal, instruction, text, max_tokens=min(1024, 3 * len(text.split()) + 64))
+        translated = await self._generate(principal, instruction, text, tokens_per_word=3)
         return {"text": translated, "source_language": source, "target_language": target, "engine": "llm",
                 "model": self.chat.model_name(None)}
 

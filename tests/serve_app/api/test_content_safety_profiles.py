@@ -213,6 +213,20 @@ def test_languages_are_codes_or_names_and_anything_else_is_refused(student):
     assert profile.status_code == 422 and "preferred_language" in profile.json()["error"]["message"]
 
 
+def test_a_long_text_reaches_the_llm_in_pieces_and_comes_back_whole(student, client):
+    def llm_requests() -> int:
+        llm = next(m for m in client.get("/v1/models").json()["data"] if m["role"] == "llm")
+        return llm["status"]["deployments"]["primary"]["generation"]["requests"]
+
+    paragraph = " ".join(["The river carries sand and small stones down to the sea."] * 8)  # 88 words
+    text = "\n\n".join([paragraph] * 3)  # 264 words: two pieces of at most 200 (content.chunk_words)
+    before = llm_requests()
+    response = student.post("/v2/content/translate", json={"text": text, "target_language": "it"})
+    assert response.status_code == 200 and response.json()["engine"] == "llm", response.text
+    assert llm_requests() - before == 2
+    assert len(response.json()["text"].split("\n\n")) >= 2
+
+
 def test_content_is_checked_by_the_safety_pipeline(student):
     response = student.post("/v2/content/simplify", json={"text": "you are a stupid worthless idiot"})
     assert response.status_code == 400 and response.json()["error"]["code"] == "content_blocked"
