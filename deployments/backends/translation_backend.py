@@ -7,14 +7,11 @@ is cut off by the model's window."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 from deployments.common import DeviceInfo
 from deployments.spec import BackendSpec
-
-PARAGRAPH = re.compile(r"\n\s*\n")
-SENTENCE = re.compile(r"(?<=[.!?。！？])\s+")
+from deployments.text_split import paragraphs, sentences
 
 
 class CTranslate2Translation:
@@ -36,12 +33,8 @@ class CTranslate2Translation:
 
     def split(self, text: str) -> list[list[str]]:
         """Paragraphs, each a list of sentences short enough for the model."""
-        paragraphs = []
-        for paragraph in PARAGRAPH.split(text.strip()):
-            pieces = [piece for sentence in SENTENCE.split(paragraph.strip()) for piece in self._fit(sentence)]
-            if pieces:
-                paragraphs.append(pieces)
-        return paragraphs
+        return [[piece for sentence in sentences(paragraph) for piece in self._fit(sentence)]
+                for paragraph in paragraphs(text)]
 
     def _fit(self, sentence: str) -> list[str]:
         words = sentence.split()

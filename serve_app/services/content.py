@@ -12,6 +12,7 @@ import langcodes
 import textstat
 from pyphen import Pyphen
 
+from deployments.text_split import paragraphs, sentences
 from serve_app.errors import EduserveError, ErrorCode
 from serve_app.protocol.common import language_tag
 from serve_app.routing import ModelRouter
@@ -37,8 +38,6 @@ def describe_level(level: str) -> str:
 
 _HYPHENATOR = Pyphen(lang="en_US")
 WORD = re.compile(r"[A-Za-z][A-Za-z']*")
-PARAGRAPH = re.compile(r"\n\s*\n")
-SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
 def readability(text: str) -> dict[str, Any]:
@@ -75,13 +74,11 @@ def word_chunks(text: str, max_words: int) -> list[str]:
         current.append(part if not current else separator + part)
         count += words
 
-    for paragraph in (p.strip() for p in PARAGRAPH.split(text.strip())):
-        if not paragraph:
-            continue
+    for paragraph in paragraphs(text):
         parts = [paragraph]
         if len(paragraph.split()) > max_words:
             parts = [" ".join(words[start:start + max_words])
-                     for words in (sentence.split() for sentence in SENTENCE.split(paragraph))
+                     for words in (sentence.split() for sentence in sentences(paragraph))
                      for start in range(0, len(words), max_words)]
         for index, part in enumerate(parts):
             add(part, "\n\n" if index == 0 else " ")
