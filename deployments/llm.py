@@ -36,6 +36,12 @@ class GenerationStats:
         return dict(self.__dict__)
 
 
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    """Token counts in the OpenAI shape, as every answer reports them."""
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
 @serve.deployment
 class LLM(ModelReplica):
     role = "llm"
@@ -95,7 +101,7 @@ class LLM(ModelReplica):
         return {
             "text": decoder.text,
             "finish_reason": finish_reason(decoder.stopped, len(ids), params.max_tokens),
-            "usage": {"prompt_tokens": len(prompt), "completion_tokens": len(ids)},
+            "usage": usage(len(prompt), len(ids)),
         }
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
@@ -140,7 +146,7 @@ class LLM(ModelReplica):
             completed = True
             yield {
                 "finish_reason": finish_reason(decoder.stopped, generated, params.max_tokens),
-                "usage": {"prompt_tokens": len(prompt), "completion_tokens": generated},
+                "usage": usage(len(prompt), generated),
             }
         finally:
             # Closing the backend's iterator stops its generation (client gone, stop string, error).

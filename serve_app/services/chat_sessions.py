@@ -282,17 +282,11 @@ class ChatSessions:
         refs = source_refs(sources) if sources is not None else None
         finished = False
         try:
-            async for item in items:
+            async for item in guard.stream(items):  # text held back until checked
                 if "delta" in item:
-                    released = await guard.feed(item["delta"])  # held back until checked
-                    if released:
-                        parts.append(released)
-                        yield {"event": "token", "data": json.dumps({"delta": released})}
-                elif "finish_reason" in item:
-                    released = await guard.finish()
-                    if released:
-                        parts.append(released)
-                        yield {"event": "token", "data": json.dumps({"delta": released})}
+                    parts.append(item["delta"])
+                    yield {"event": "token", "data": json.dumps({"delta": item["delta"]})}
+                else:
                     if refs and not CITATION.search("".join(parts)):
                         # The model did not cite: list the sources it was given, so the answer stays traceable.
                         footer = "\n\nSources: " + "; ".join(f"[{r['n']}] {r['title']}" for r in refs)
@@ -310,7 +304,7 @@ class ChatSessions:
                     done = {
                         "message_id": message["id"], "user_message_id": user_message_id,
                         "finish_reason": item["finish_reason"], "device": device,
-                        "usage": {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]},
+                        "usage": usage,
                     }
                     if refs is not None:
                         done["sources"] = refs

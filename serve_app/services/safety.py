@@ -12,8 +12,10 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
+from deployments.text_split import sentences
 from serve_app import request_trace
 from serve_app.errors import EduserveError, ErrorCode
 from serve_app.routing import ModelRouter
@@ -128,6 +130,20 @@ class OutputGuard:
         self.pending = ""
         self.released = ""
 
+    async def stream(self, items: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+        """A model stream ({"delta"} items, then the {"finish_reason"} one) with its text released only once
+        checked; raises ContentBlocked where the check fails (the caller closes the model's stream)."""
+        async for item in items:
+            if "delta" in item:
+                released = await self.feed(item["delta"])
+                if released:
+                    yield {"delta": released}
+            elif "finish_reason" in item:
+                released = await self.finish()
+                if released:
+                    yield {"delta": released}
+                yield item
+
     async def feed(self, delta: str) -> str:
         self.pending += delta
         if not self.service.settings.enabled:
@@ -145,8 +161,8 @@ class OutputGuard:
         return await self._check_and_release()
 
     def _context(self) -> str:
-        sentences = re.split(r"(?<=[.!?])\s+", self.released.strip())
-        return (sentences[-1] + " " if sentences and sentences[-1] else "") + self.pending
+        previous = sentences(self.released)
+        return (previous[-1] + " " if previous else "") + self.pending
 
     async def _check_and_release(self) -> str:
         window = self._context()

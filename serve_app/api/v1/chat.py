@@ -51,12 +51,11 @@ async def create_chat_completion(request: ChatCompletionRequest, principal: Curr
     if not request.stream:
         result = await state.chat.complete(payload, model_id)
         text, blocked = await state.safety.check_output(principal, result["text"])
-        usage = result["usage"]
         return ChatCompletion(
             id=completion_id, created=created, model=model,
             choices=[{"index": 0, "message": {"role": "assistant", "content": text},
                       "finish_reason": "content_filter" if blocked else result["finish_reason"]}],
-            usage={**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]},
+            usage=result["usage"],
         )
     items = await state.chat.stream(payload, model_id)
     include_usage = bool(request.stream_options and request.stream_options.include_usage)
@@ -78,20 +77,13 @@ async def _openai_chunks(
 
     yield chunk({"role": "assistant", "content": ""})
     try:
-        async for item in items:
+        async for item in guard.stream(items):
             if "delta" in item:
-                released = await guard.feed(item["delta"])
-                if released:
-                    yield chunk({"content": released})
-            elif "finish_reason" in item:
-                released = await guard.finish()
-                if released:
-                    yield chunk({"content": released})
+                yield chunk({"content": item["delta"]})
+            else:
                 yield chunk({}, item["finish_reason"])
                 if include_usage:
-                    usage = item["usage"]
-                    total = usage["prompt_tokens"] + usage["completion_tokens"]
-                    yield chunk(None, usage={**usage, "total_tokens": total})
+                    yield chunk(None, usage=item["usage"])
     except ContentBlocked:  # the rest of the answer is withheld; the model's stream is closed with this one
         await items.aclose()
         yield chunk({}, "content_filter")
