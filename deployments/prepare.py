@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import logging
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -19,8 +18,6 @@ from tqdm import tqdm
 
 from deployments.common import ModelSourceError, resolve_model_source
 from deployments.spec import BackendSpec
-
-logger = logging.getLogger("eduserve.prepare")
 
 MARKER = ".complete"
 

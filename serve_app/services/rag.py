@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -22,8 +21,6 @@ from serve_app.services.rerank import RerankService
 from serve_app.settings import RagSettings
 from serve_app.storage.cache import TieredCache
 from serve_app.storage.db import Database
-
-logger = logging.getLogger("ray.serve.eduserve.rag")
 
 Mode = Literal["dense", "hybrid"]
 
