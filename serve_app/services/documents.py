@@ -63,6 +63,12 @@ def private_name(user_id: str) -> str:
     return f"private-{user_id}"
 
 
+def public_name(name: str) -> str:
+    """A collection's name as the API shows it: each user's private collection is `private` to them (course
+    names may not take the `private-` prefix, so the prefix alone tells)."""
+    return PRIVATE if name.startswith("private-") else name
+
+
 class DocumentService:
     def __init__(self, db: Database, embeddings: EmbeddingService, settings: RagSettings):
         self.db = db
@@ -162,7 +168,7 @@ class DocumentService:
     async def list_collections(self, principal: Principal) -> list[dict[str, Any]]:
         async with self.db.connection() as conn:
             collections = await self.readable(conn, principal)
-        return [{**c, "name": PRIVATE if c["kind"] == "private" else c["name"]} for c in collections]
+        return [{**c, "name": public_name(c["name"])} for c in collections]
 
     # ------------------------------------------------------------------ ingestion
 
@@ -369,8 +375,8 @@ class DocumentService:
 
     @staticmethod
     def _public(document: dict[str, Any]) -> dict[str, Any]:
-        if document.get("collection", "").startswith("private-"):
-            document["collection"] = PRIVATE
+        if "collection" in document:
+            document["collection"] = public_name(document["collection"])
         for internal in ("collection_id", "kind", "owner_id"):
             document.pop(internal, None)
         return document

@@ -15,7 +15,7 @@ import numpy as np
 
 from serve_app.errors import EduserveError, ErrorCode
 from serve_app.services.auth import Principal
-from serve_app.services.documents import PRIVATE, DocumentService, not_found
+from serve_app.services.documents import DocumentService, not_found, public_name
 from serve_app.services.embeddings import EmbeddingService
 from serve_app.services.rerank import RerankService
 from serve_app.settings import RagSettings
@@ -67,18 +67,14 @@ class RagService:
         if cached is not None:
             return {**cached, "cached": True}
         results = await self._search(scope, params) if scope else []
-        answer = {"query": params.query, "results": results, "collections": [self._name(c) for c in scope]}
+        answer = {"query": params.query, "results": results, "collections": [public_name(c["name"]) for c in scope]}
         await self.cache.set(key, answer, self.settings.cache_ttl_s)
         return {**answer, "cached": False}
-
-    @staticmethod
-    def _name(collection: dict[str, Any]) -> str:
-        return PRIVATE if collection["kind"] == "private" else collection["name"]
 
     def _scope(self, readable: list[dict[str, Any]], requested: tuple[str, ...] | None) -> list[dict[str, Any]]:
         if requested is None:
             return readable
-        by_name = {self._name(c): c for c in readable}
+        by_name = {public_name(c["name"]): c for c in readable}
         missing = [name for name in requested if name not in by_name]
         if missing:
             raise not_found(f"collection {missing[0]!r}")
@@ -127,7 +123,7 @@ class RagService:
                 "chunk_id": chunk_id,
                 "document_id": row["document_id"],
                 "document_title": row["title"],
-                "collection": PRIVATE if row["collection"].startswith("private-") else row["collection"],
+                "collection": public_name(row["collection"]),
                 "position": row["position"],
                 "heading": row["heading"],
                 "content": row["content"],
