@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
@@ -89,7 +90,7 @@ async def upload_documents(principal: CurrentPrincipal, state: State,
         if len(data) > limit:
             raise EduserveError(ErrorCode.PAYLOAD_TOO_LARGE, f"{name}: larger than {limit} bytes")
         try:
-            text = extract_text(data, mime_type)
+            text = await asyncio.to_thread(extract_text, data, mime_type)  # a big PDF takes seconds
         except ExtractionError as exc:
             raise extraction_error(exc) from None
         title = name.rsplit(".", 1)[0] if "." in name else name
