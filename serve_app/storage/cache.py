@@ -99,11 +99,15 @@ class TieredCache:
         hit = self.l1.get(full)
         if hit is not None:
             return hit[0]
-        raw = await self.redis.run(lambda r: r.get(full), None)
+
+        async def read(r: aioredis.Redis) -> list[Any]:  # value and remaining TTL in one round trip
+            async with r.pipeline(transaction=False) as pipe:
+                return await pipe.get(full).pttl(full).execute()
+
+        raw, ttl = await self.redis.run(read, [None, -1])
         if raw is None:
             return None
         value = json.loads(raw)
-        ttl = await self.redis.run(lambda r: r.pttl(full), -1)
         l1_ttl = min(self.l1_ttl_s, ttl / 1000) if ttl and ttl > 0 else self.l1_ttl_s
         self.l1[full] = (value, l1_ttl)
         return value
@@ -118,9 +122,3 @@ class TieredCache:
         full = self._key(key)
         self.l1.pop(full, None)
         await self.redis.run(lambda r: r.delete(full), None)
-
-    async def incr(self, key: str) -> int | None:
-        """Atomic counter in Redis (e.g. a collection's cache version); None while Redis is down."""
-        full = self._key(key)
-        self.l1.pop(full, None)
-        return await self.redis.run(lambda r: r.incr(full), None)

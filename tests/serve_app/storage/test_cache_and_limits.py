@@ -35,9 +35,7 @@ async def test_values_go_through_l1_and_redis(stores):
         assert 0 < await redis.client.pttl("eduserve:t1:k") <= 60_000
         await writer.delete("k")
         assert await writer.get("k") is None
-        assert await writer.incr("version") == 1 and await writer.incr("version") == 2
     finally:
-        await redis.client.delete("eduserve:t1:version")
         await redis.close()
 
 
