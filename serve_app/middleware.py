@@ -107,19 +107,23 @@ class _BodyTooLarge(Exception):
 
 
 class BodySizeLimitMiddleware:
-    """413 in the error shape for bodies over the limit, declared (Content-Length) or streamed (chunked)."""
+    """413 in the error shape for bodies over the limit, declared (Content-Length) or streamed (chunked).
+    `path_limits` gives some paths their own limit (file uploads)."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int):
+    def __init__(self, app: ASGIApp, max_body_bytes: int, path_limits: dict[str, int] | None = None):
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.path_limits = path_limits or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        path = scope["path"].removeprefix(scope.get("root_path", ""))  # as routed (Serve's route_prefix off)
+        limit = self.path_limits.get(path, self.max_body_bytes)
         declared = _header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            await self._reject(scope, receive, send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._reject(scope, receive, send, limit)
             return
 
         received = 0
@@ -132,9 +136,9 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request" and not rejected:
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
+                if received > limit:
                     rejected = True
-                    await self._reject(scope, receive, send)
+                    await self._reject(scope, receive, send, limit)
                     raise _BodyTooLarge
             return message
 
@@ -145,10 +149,9 @@ class BodySizeLimitMiddleware:
         with contextlib.suppress(_BodyTooLarge):  # raised only after the 413 went out
             await self.app(scope, limited_receive, guarded_send)
 
-    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = error_response(
-            ErrorCode.PAYLOAD_TOO_LARGE, f"request body larger than {self.max_body_bytes} bytes"
-        )
+    @staticmethod
+    async def _reject(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        response = error_response(ErrorCode.PAYLOAD_TOO_LARGE, f"request body larger than {limit} bytes")
         await response(scope, receive, send)
 
 

@@ -39,7 +39,8 @@ class LimitSettings(StrictModel):
     max_inputs_per_request: int = Field(256, ge=1, description="texts in one /v1/embeddings request")
     max_input_chars: int = Field(32_768, ge=1, description="characters in one input text")
     max_rerank_documents: int = Field(1000, ge=1, description="documents in one /v1/rerank request")
-    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="request body size")
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="request body size (file uploads: rag.max_document_bytes + 1 MiB)")
 
 
 class IngressSettings(StrictModel):
@@ -171,7 +172,7 @@ class RagSettings(StrictModel):
     chunk_tokens: int = Field(200, ge=16, description="tokens per chunk (the embedder must accept them + heading)")
     chunk_overlap: int = Field(40, ge=0)
     embed_batch: int = Field(64, ge=1, description="chunks per call to the Embedder while ingesting")
-    max_document_bytes: int = Field(20 * 1024 * 1024, ge=1)
+    max_document_bytes: int = Field(20 * 1024 * 1024, ge=1, description="one document; also one upload request")
     max_documents_per_request: int = Field(100, ge=1)
     candidates: int = Field(40, ge=1, le=1000, description="from each of dense and full-text search")
     rerank_candidates: int = Field(20, ge=1, le=200, description="fused candidates the Reranker re-orders")

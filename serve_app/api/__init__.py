@@ -58,7 +58,10 @@ def create_api(state: AppState) -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
             expose_headers=["X-Request-ID", "X-Eduserve-Device", "Retry-After"],
         )
-    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=state.settings.limits.max_body_bytes)
+    # An upload carries up to one document's worth of files (the route checks each file), plus multipart framing.
+    upload_limit = state.settings.rag.max_document_bytes + 1024 * 1024
+    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=state.settings.limits.max_body_bytes,
+                       path_limits={"/v2/documents/upload": max(upload_limit, state.settings.limits.max_body_bytes)})
     app.add_middleware(SecurityHeadersMiddleware, hsts_max_age_s=http.hsts_max_age_s,
                        trust_forwarded_proto=http.trust_forwarded_proto)
     # Added last = runs first: the request id and timing cover everything below, including a 413.

@@ -145,6 +145,23 @@ def test_pdf_upload(cpu_app):
     assert unsupported.status_code == 415
 
 
+def test_uploads_may_be_as_large_as_a_document_other_bodies_may_not(cpu_app, stores):
+    settings = stores.settings()
+    assert settings.rag.max_document_bytes > settings.limits.max_body_bytes  # the case this guards
+    student = new_student(cpu_app, "rag")
+    over_body_limit = b"x" * (settings.limits.max_body_bytes + 1)
+    # Past the general body limit, the upload reaches the route (which refuses the file type, not the size).
+    unsupported = student.post("/v2/documents/upload", data={"collection": "private"},
+                               files={"files": ("big.docx", over_body_limit, "application/octet-stream")})
+    assert unsupported.status_code == 415, unsupported.text
+    too_big = student.post("/v2/documents/upload", data={"collection": "private"},
+                           files={"files": ("huge.txt", b"x" * (settings.rag.max_document_bytes + 2**21), "text/plain")})
+    assert too_big.status_code == 413 and too_big.json()["error"]["code"] == "payload_too_large"
+    json_body = student.post("/v2/documents", content=b'{"collection": "private", "text": "' + over_body_limit + b'"}',
+                             headers={"content-type": "application/json"})
+    assert json_body.status_code == 413
+
+
 def test_background_ingest_reports_progress(cpu_app):
     student = new_student(cpu_app, "rag")
     documents = [{"title": f"Note {i}", "text": f"Revision note number {i} about the French Revolution of 1789."}
