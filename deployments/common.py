@@ -90,6 +90,13 @@ class ModelSourceError(ValueError):
     pass
 
 
+PREPARED_MARKER = ".complete"  # written last by model preparation: a folder without it is half-built
+
+
+def is_prepared(path: Path) -> bool:
+    return (path / PREPARED_MARKER).exists()
+
+
 def resolve_model_source(source: str, models_dir: Path | None = None) -> str:
     """Turn a profile's model source into what a loader accepts.
 
@@ -105,7 +112,7 @@ def resolve_model_source(source: str, models_dir: Path | None = None) -> str:
         if models_dir is None:
             raise ModelSourceError(f"{source!r} needs the prepared-models directory")
         path = Path(models_dir) / source.removeprefix("prepared:")
-        if not (path / ".complete").exists():
+        if not is_prepared(path):
             raise ModelSourceError(f"{path} is not prepared; run `eduserve prepare-models` (or `make models`)")
         return str(path)
     if source.startswith("package:"):

