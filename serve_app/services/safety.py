@@ -15,7 +15,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from deployments.text_split import sentences
+from deployments.text_split import paragraphs, sentences
 from serve_app import request_trace
 from serve_app.errors import EduserveError, ErrorCode
 from serve_app.routing import ModelRouter
@@ -107,14 +107,22 @@ class SafetyService:
         return text
 
     async def check_output(self, principal: Principal, text: str) -> tuple[str, str | None]:
-        """A whole answer: (text to show, blocked category or None), sentence by sentence."""
-        guard = self.output_guard(principal)
-        try:
-            released = await guard.feed(text)
-            released += await guard.finish()
-        except ContentBlocked as blocked:
-            return guard.released, blocked.category
-        return released, None
+        """A whole answer: (text to show, blocked category or None). Scored as a whole and sentence by sentence,
+        in one call, so one bad sentence is not diluted by a long harmless answer around it."""
+        if not self.settings.enabled or not text.strip():
+            return text, None
+        windows = [sentence for paragraph in paragraphs(text) for sentence in sentences(paragraph)]
+        reports = await self.scan([text, *windows] if len(windows) > 1 else [text], injection=False)
+        for report in reports:
+            verdict = self.verdict(principal.role, report)
+            if verdict is not None and verdict[0] != "prompt_injection":
+                category, score = verdict
+                await self.record(principal, "output", category, score, "blocked", report["redacted"])
+                return "", category
+        whole = reports[0]
+        if whole["pii"] and self.settings.pii_action != "allow":
+            return whole["redacted"], None
+        return text, None
 
     def output_guard(self, principal: Principal) -> OutputGuard:
         return OutputGuard(self, principal)
