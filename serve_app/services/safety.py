@@ -45,14 +45,33 @@ class SafetyService:
         self.blocked_terms = re.compile(r"\b(?:" + "|".join(terms) + r")\b", re.IGNORECASE) if terms else None
 
     async def scan(self, texts: list[str], injection: bool = True) -> list[dict[str, Any]]:
-        """The Safety deployment's scores, plus the operator's blocked terms (category `blocked_term`)."""
-        reports = await self.router.call("check", texts, injection)
-        for text, report in zip(texts, reports, strict=True):
+        """One report per text, from the Safety deployment plus the operator's blocked terms (`blocked_term`).
+
+        A text of several sentences is scored whole and sentence by sentence in the same call, and each model
+        score is the highest of those: one bad sentence is not diluted by a long text around it (toxicity of an
+        insult: 0.99999 alone, 0.006 inside twelve harmless sentences). Personal data and the redacted copy
+        come from the whole text."""
+        windows = [self._sentences(text) for text in texts]
+        flat = texts + [window for sentences_of in windows for window in sentences_of]
+        reports = await self.router.call("check", flat, injection)
+        for text, report in zip(flat, reports, strict=True):
             hit = bool(self.blocked_terms and self.blocked_terms.search(text))
             report["scores"]["blocked_term"] = 1.0 if hit else 0.0
             if len(text.split()) < self.settings.injection_min_words:
                 report["scores"]["prompt_injection"] = 0.0
-        return reports
+        per_sentence = iter(reports[len(texts):])
+        for report, sentences_of in zip(reports[:len(texts)], windows, strict=True):
+            for sentence_report in (next(per_sentence) for _ in sentences_of):
+                for category, score in sentence_report["scores"].items():
+                    if category != "pii":
+                        report["scores"][category] = max(report["scores"].get(category, 0.0), score)
+        return reports[:len(texts)]
+
+    @staticmethod
+    def _sentences(text: str) -> list[str]:
+        """The text's sentences when it has more than one (a single sentence is already scored whole)."""
+        found = [sentence for paragraph in paragraphs(text) for sentence in sentences(paragraph)]
+        return found if len(found) > 1 else []
 
     def verdict(self, role: str, report: dict[str, Any]) -> tuple[str, float] | None:
         """The most severe category over the role's threshold, if any."""
@@ -107,21 +126,17 @@ class SafetyService:
         return text
 
     async def check_output(self, principal: Principal, text: str) -> tuple[str, str | None]:
-        """A whole answer: (text to show, blocked category or None). Scored as a whole and sentence by sentence,
-        in one call, so one bad sentence is not diluted by a long harmless answer around it."""
+        """A whole answer: (text to show, blocked category or None), in one call to the Safety deployment."""
         if not self.settings.enabled or not text.strip():
             return text, None
-        windows = [sentence for paragraph in paragraphs(text) for sentence in sentences(paragraph)]
-        reports = await self.scan([text, *windows] if len(windows) > 1 else [text], injection=False)
-        for report in reports:
-            verdict = self.verdict(principal.role, report)
-            if verdict is not None and verdict[0] != "prompt_injection":
-                category, score = verdict
-                await self.record(principal, "output", category, score, "blocked", report["redacted"])
-                return "", category
-        whole = reports[0]
-        if whole["pii"] and self.settings.pii_action != "allow":
-            return whole["redacted"], None
+        (report,) = await self.scan([text], injection=False)
+        verdict = self.verdict(principal.role, report)
+        if verdict is not None and verdict[0] != "prompt_injection":
+            category, score = verdict
+            await self.record(principal, "output", category, score, "blocked", report["redacted"])
+            return "", category
+        if report["pii"] and self.settings.pii_action != "allow":
+            return report["redacted"], None
         return text, None
 
     def output_guard(self, principal: Principal) -> OutputGuard:

@@ -10,7 +10,7 @@ from ray import serve
 from serve_app.bootstrap import create_user
 from serve_app.routing import ModelRouter, Target, make_breakers
 from serve_app.services.auth import Principal
-from serve_app.services.safety import SafetyService
+from serve_app.services.safety import ContentBlocked, SafetyService
 from serve_app.storage.db import Database
 
 HARMLESS = " ".join(["Rivers carry water from the mountains to the sea, shaping valleys over many years."] * 12)
@@ -36,16 +36,23 @@ async def student(stores) -> Principal:
     return Principal(user["id"], "student", "user", "test-jti")
 
 
-async def test_one_toxic_sentence_in_a_long_answer_is_not_diluted(safety, student):
-    (whole,) = await safety.scan([f"{HARMLESS} {INSULT} {HARMLESS}"], injection=False)
-    assert safety.verdict("student", whole) is None  # scored as a whole, the insult drowns in the rest...
-    shown, blocked = await safety.check_output(student, f"{HARMLESS} {INSULT} {HARMLESS}")
-    assert (shown, blocked) == ("", "toxicity")  # ...sentence by sentence, it does not
+async def test_one_toxic_sentence_in_a_long_text_is_not_diluted(safety, student):
+    padded = f"{HARMLESS} {INSULT} {HARMLESS}"
+    (raw,) = await safety.router.call("check", [padded], False)
+    assert raw["scores"]["toxicity"] < 0.1  # the model, on the whole text: the insult drowns in the rest...
+    (report,) = await safety.scan([padded], injection=False)
+    assert report["scores"]["toxicity"] > 0.9  # ...the policy also scores each sentence, and keeps the highest
+
+    shown, blocked = await safety.check_output(student, padded)
+    assert (shown, blocked) == ("", "toxicity")
+    with pytest.raises(ContentBlocked) as refused:
+        await safety.check_input(student, padded)
+    assert refused.value.category == "toxicity"
     async with safety.db.connection() as conn:
-        recorded = await conn.fetchval(
-            "SELECT count(*) FROM safety_events WHERE user_id = $1 AND direction = 'output'"
-            " AND category = 'toxicity' AND action = 'blocked'", uuid.UUID(student.user_id))
-    assert recorded == 1
+        recorded = await conn.fetch(
+            "SELECT direction FROM safety_events WHERE user_id = $1 AND category = 'toxicity' AND action = 'blocked'",
+            uuid.UUID(student.user_id))
+    assert sorted(r["direction"] for r in recorded) == ["input", "output"]
 
 
 async def test_a_harmless_answer_passes_whole_with_personal_data_redacted(safety, student):
