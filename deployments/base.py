@@ -15,6 +15,7 @@ from ray import serve
 
 from deployments.common import (
     BatchStats,
+    LoadedBackend,
     apply_batch_settings,
     configure_threads,
     load_chain,
@@ -83,6 +84,11 @@ class ModelReplica:
     factories: ClassVar[dict[str, Any]]
 
     def __init__(self, spec: DeploymentSpec, offline: bool = True, models_dir: str | None = None):
+        self._configure(spec, offline, models_dir)
+        self._use(load_chain(spec.chain, self.factories, self.device, models_dir) if spec.chain else None)
+
+    def _configure(self, spec: DeploymentSpec, offline: bool, models_dir: str | None) -> None:
+        """Everything but loading the model (deployments whose backends start asynchronously load after it)."""
         set_offline_env(offline)
         configure_threads(spec.threads)
         self.spec = spec
@@ -90,8 +96,6 @@ class ModelReplica:
         if self.device.degraded:
             logger.warning("%s: %s", spec.name, self.device.degraded_reason)
         self.models_dir = models_dir
-        self.loaded = load_chain(spec.chain, self.factories, self.device, models_dir) if spec.chain else None
-        self.backend = self.loaded.backend if self.loaded else None
         self.config = ReplicaUserConfig.model_validate(spec.user_config())
         self.stats = BatchStats()
         self.ongoing = 0
@@ -100,26 +104,33 @@ class ModelReplica:
             self.multiplex = MultiplexState(spec.multiplex.max_models_per_replica, sorted(spec.multiplex.models))
 
             async def load(model_id: str) -> MultiplexedModel:
-                return await asyncio.to_thread(self._load_multiplexed, model_id)
+                started = time.perf_counter()
+                loaded = await asyncio.to_thread(self._load_multiplexed, model_id)
+                backend = await self._wrap_multiplexed(model_id, loaded.backend)
+                return self._multiplexed_loaded(model_id, backend, time.perf_counter() - started)
 
             # Wired at init so the profile sets the LRU size; Serve detects instance-level multiplexing.
             self._get_multiplexed = serve.multiplexed(
                 max_num_models_per_replica=spec.multiplex.max_models_per_replica
             )(load)
 
-    def _load_multiplexed(self, model_id: str) -> MultiplexedModel:
-        assert self.spec.multiplex is not None and self.multiplex is not None
-        started = time.perf_counter()
-        loaded = load_chain(self.spec.multiplex.models[model_id], self.factories, self.device, self.models_dir)
-        self.multiplex.loads += 1
-        self.multiplex.load_seconds[model_id] = time.perf_counter() - started
-        self.multiplex.loaded.append(model_id)
-        logger.info("%s loaded multiplexed model %s in %.2fs", self.spec.name, model_id,
-                    self.multiplex.load_seconds[model_id])
-        return MultiplexedModel(model_id, self._wrap_multiplexed(model_id, loaded.backend), self.multiplex,
-                                self.device.kind == "cuda")
+    def _use(self, loaded: LoadedBackend | None) -> None:
+        self.loaded = loaded
+        self.backend = loaded.backend if loaded else None
 
-    def _wrap_multiplexed(self, model_id: str, backend: Any) -> Any:
+    def _load_multiplexed(self, model_id: str) -> LoadedBackend:
+        assert self.spec.multiplex is not None
+        return load_chain(self.spec.multiplex.models[model_id], self.factories, self.device, self.models_dir)
+
+    def _multiplexed_loaded(self, model_id: str, backend: Any, seconds: float) -> MultiplexedModel:
+        assert self.multiplex is not None
+        self.multiplex.loads += 1
+        self.multiplex.load_seconds[model_id] = seconds
+        self.multiplex.loaded.append(model_id)
+        logger.info("%s loaded multiplexed model %s in %.2fs", self.spec.name, model_id, seconds)
+        return MultiplexedModel(model_id, backend, self.multiplex, self.device.kind == "cuda")
+
+    async def _wrap_multiplexed(self, model_id: str, backend: Any) -> Any:
         """Hook for deployments whose multiplexed entries are not standalone backends (LLM adapters)."""
         return backend
 

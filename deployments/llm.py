@@ -1,16 +1,23 @@
-"""The LLM deployment: chat messages in, text out (whole, or streamed as deltas), on any LLM backend.
+"""The LLM deployment: OpenAI chat and text completions (for /v1), and plain chat (for /v2 sessions and the content
+tools), whole or streamed, on any LLM backend.
 
-Requests are plain dicts (the ingress validated them):
+- vLLM answers OpenAI requests through its own serving layer and batches continuously by itself;
+- token-level backends (CTranslate2, transformers) answer through `llm_openai.TokenLevelOpenAI`, their requests
+  gathered by `@serve.batch` (a batch that fails is retried one request at a time, so a bad request fails alone).
+
+A request the model cannot take (prompt too long, a feature the engine lacks) is answered {"error": {...}} rather
+than raised: a caller's mistake must not look like a replica failure to the GPU/CPU router. Engine failures do
+raise, and `check_health` fails a replica whose engine died, so Serve replaces it.
+
+Plain chat requests are dicts the ingress validated:
     {"messages": [{"role", "content"}], "max_tokens", "temperature", "top_p", "stop": [...], "seed",
      "history_token_budget": int | None}
-A request the model cannot take (prompt too long) is answered with {"error": {"code", "message"}} rather than
-raised: a user's mistake must not look like a replica failure to the GPU/CPU router.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from ray import serve
@@ -18,7 +25,10 @@ from ray import serve
 from deployments.backends.llm_base import AdaptersNotSupported, LLMBackend, LoRAAdapter, SamplingParams
 from deployments.backends.registry import LLM_BACKENDS
 from deployments.base import ModelReplica
-from deployments.llm_text import IncrementalDecoder, PromptTooLong, finish_reason, fit_history
+from deployments.common import load_chain_async
+from deployments.llm_openai import TokenLevelOpenAI
+from deployments.llm_text import IncrementalDecoder, PromptTooLong, finish_reason, fit_history, usage
+from deployments.spec import DeploymentSpec
 
 logger = logging.getLogger("ray.serve.eduserve.llm")
 
@@ -36,10 +46,34 @@ class GenerationStats:
         return dict(self.__dict__)
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    """Token counts in the OpenAI shape, as every answer reports them."""
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+class Failed:
+    """One request's failure inside a batch that otherwise succeeded."""
+
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+Generate = Callable[[list[list[int]], list[SamplingParams], list[Any]], Awaitable[list[list[int]]]]
+
+
+async def generate_isolated(generate: Generate, items: list[tuple[list[int], SamplingParams, Any]]
+                            ) -> list[list[int] | Failed]:
+    """One batched generate call for (prompt, params, adapter) items; if it fails, each item again on its own,
+    so a request the engine cannot take fails alone instead of failing (and counting against) the batch."""
+    prompts, params, adapters = (list(column) for column in zip(*items, strict=True))
+    try:
+        return list(await generate(prompts, params, adapters))
+    except Exception:
+        if len(items) == 1:
+            raise
+        logger.warning("a batch of %d generations failed; retrying them one by one", len(items))
+    outputs: list[list[int] | Failed] = []
+    for prompt, sp, adapter in items:
+        try:
+            outputs.append((await generate([prompt], [sp], [adapter]))[0])
+        except Exception as exc:
+            outputs.append(Failed(exc))
+    return outputs
 
 
 @serve.deployment
@@ -48,11 +82,69 @@ class LLM(ModelReplica):
     factories = LLM_BACKENDS
     backend: LLMBackend
 
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
+    async def __init__(self, spec: DeploymentSpec, offline: bool = True, models_dir: str | None = None):
+        # Async: vLLM finishes starting (its OpenAI serving layer) on the replica's event loop.
+        self._configure(spec, offline, models_dir)
+        self._use(await load_chain_async(spec.chain, self.factories, self.device, models_dir))
         self.generation = GenerationStats()
+        self.continuous_batching = hasattr(self.backend, "openai")
+        self.openai_layer = self.backend if self.continuous_batching else TokenLevelOpenAI(
+            self.loaded.spec.backend, self.backend.tokenizer, self.backend.context_length,
+            lambda prompt, params: self._generate(prompt, params, None), self._count_stream,
+        )
 
-    # ------------------------------------------------------------------ pre-process
+    def __del__(self) -> None:
+        """Serve calls this when it stops the replica: the engine's own processes stop with it."""
+        backend = getattr(self, "backend", None)
+        if backend is not None and hasattr(backend, "shutdown"):
+            backend.shutdown()
+
+    async def check_health(self) -> None:
+        """Serve calls this every `health_check_period_s`; raising marks the replica unhealthy (it is replaced)."""
+        if hasattr(self.backend, "check_health"):
+            await self.backend.check_health()
+
+    # ------------------------------------------------------------------ OpenAI requests (/v1)
+
+    async def openai(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A whole chat completion (`kind` chat) or text completion (completion), or {"error": {...}}.
+        A LoRA adapter (the multiplexed model id) is registered with vLLM first, which then resolves `model`."""
+        _, error = await self._adapter()
+        if error:
+            return error
+        self._inject_faults()
+        self.generation.requests += 1
+        result = await self.openai_layer.openai(kind, body)
+        self._count_usage(result.get("usage"))
+        return result
+
+    async def openai_stream(self, kind: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Chunks in the OpenAI shape, or one {"error"} item. Closing the stream stops the generation.
+        Usage is always asked of the engine (it is counted here) and passed on when the client asked for it."""
+        _, error = await self._adapter()
+        if error:
+            yield error
+            return
+        self._inject_faults()
+        self.generation.requests += 1
+        options = body.get("stream_options") or {}
+        chunks = self.openai_layer.openai_stream(kind, {**body, "stream_options": {**options, "include_usage": True}})
+        try:
+            async for chunk in chunks:
+                if "usage" in chunk and not chunk.get("choices"):
+                    self._count_usage(chunk["usage"])
+                    if not options.get("include_usage"):
+                        continue
+                yield chunk
+        finally:
+            await chunks.aclose()
+
+    def _count_usage(self, counts: dict[str, int] | None) -> None:
+        if counts:
+            self.generation.prompt_tokens += counts.get("prompt_tokens") or 0
+            self.generation.completion_tokens += counts.get("completion_tokens") or 0
+
+    # ------------------------------------------------------------------ plain chat (/v2, content tools)
 
     def _prepare(self, request: dict[str, Any]) -> tuple[list[int], SamplingParams, list[str]]:
         params = SamplingParams(
@@ -71,18 +163,21 @@ class LLM(ModelReplica):
     def _error(exc: Exception) -> dict[str, Any]:
         return {"error": {"code": "context_length_exceeded", "message": str(exc)}}
 
-    def _wrap_multiplexed(self, model_id: str, backend: Any) -> Any:
+    async def _wrap_multiplexed(self, model_id: str, backend: Any) -> Any:
         """Multiplexed LLM entries are LoRA adapters served by the base model's engine."""
         if not isinstance(backend, LoRAAdapter):
             raise AdaptersNotSupported(f"{model_id}: LLM multiplexed models must use the `lora` backend")
-        return self.backend.load_adapter(model_id, backend)
+        if not hasattr(self.backend, "load_adapter"):
+            raise AdaptersNotSupported(f"{model_id}: LoRA adapters need the vLLM engine")
+        return await self.backend.load_adapter(model_id, backend)
 
     async def _adapter(self) -> tuple[Any, dict[str, Any] | None]:
         """The LoRA adapter the request names (Serve's multiplexed model id), or None for the base model."""
-        selected, error = await self._select()
+        try:
+            selected, error = await self._select()
+        except AdaptersNotSupported as exc:
+            return None, {"error": {"code": "model_not_found", "message": str(exc)}}
         return (None if selected is self.backend else selected), error
-
-    # ------------------------------------------------------------------ whole answers
 
     async def chat(self, request: dict[str, Any]) -> dict[str, Any]:
         adapter, error = await self._adapter()
@@ -92,8 +187,9 @@ class LLM(ModelReplica):
             prompt, params, stop = self._prepare(request)
         except PromptTooLong as exc:
             return self._error(exc)
+        self._inject_faults()
         self.generation.requests += 1
-        ids = await self._batch((prompt, params, adapter))
+        ids = await self._generate(prompt, params, adapter)
         decoder = IncrementalDecoder(self.backend.tokenizer, stop)
         decoder.push(ids)
         self.generation.prompt_tokens += len(prompt)
@@ -104,15 +200,20 @@ class LLM(ModelReplica):
             "usage": usage(len(prompt), len(ids)),
         }
 
+    async def _generate(self, prompt: list[int], params: SamplingParams, adapter: Any) -> list[int]:
+        """New token ids: straight to a continuously batching engine, else through the replica-wide batch."""
+        if self.continuous_batching:
+            return (await self.backend.generate([prompt], [params], [adapter]))[0]
+        result = await self._batch((prompt, params, adapter))
+        if isinstance(result, Failed):
+            raise result.exc
+        return result
+
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
-    async def _batch(self, items: list[tuple[list[int], SamplingParams, Any]]) -> list[list[int]]:
-        self._inject_faults()
-        prompts, params, adapters = zip(*items, strict=True)
-        outputs = await self.backend.generate(list(prompts), list(params), list(adapters))
+    async def _batch(self, items: list[tuple[list[int], SamplingParams, Any]]) -> list[list[int] | Failed]:
+        outputs = await generate_isolated(self.backend.generate, items)
         self.stats.record(len(items), 1)
         return outputs
-
-    # ------------------------------------------------------------------ streams
 
     async def chat_stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """Yields {"delta": str} items, then {"finish_reason", "usage"}; or one {"error"} item."""
@@ -127,11 +228,10 @@ class LLM(ModelReplica):
             return
         self._inject_faults()
         self.generation.requests += 1
-        self.generation.streams_active += 1
         decoder = IncrementalDecoder(self.backend.tokenizer, stop)
         generated = 0
-        completed = False
-        tokens = self.backend.stream(prompt, params, adapter)
+        tokens = self._count_stream(prompt, params, adapter)
+        self.generation.prompt_tokens += len(prompt)
         try:
             async for new_ids in tokens:
                 generated += len(new_ids)
@@ -143,23 +243,42 @@ class LLM(ModelReplica):
             tail = decoder.finish()
             if tail:
                 yield {"delta": tail}
-            completed = True
             yield {
                 "finish_reason": finish_reason(decoder.stopped, generated, params.max_tokens),
                 "usage": usage(len(prompt), generated),
             }
         finally:
-            # Closing the backend's iterator stops its generation (client gone, stop string, error).
             await tokens.aclose()
-            self.generation.streams_active -= 1
-            self.generation.prompt_tokens += len(prompt)
             self.generation.completion_tokens += generated
+
+    async def _count_stream(self, prompt: list[int], params: SamplingParams,
+                            adapter: Any = None) -> AsyncIterator[list[int]]:
+        """The backend's token stream, with the replica's stream counters; closing it (client gone, stop string,
+        error) stops the generation in the backend."""
+        self.generation.streams_active += 1
+        tokens = self.backend.stream(prompt, params, adapter)
+        generated = 0
+        completed = False
+        try:
+            async for new_ids in tokens:
+                generated += len(new_ids)
+                yield new_ids
+            completed = True
+        finally:
+            # Counted before awaiting: a second cancellation may interrupt the close.
+            self.generation.streams_active -= 1
             if not completed:
                 self.generation.streams_cancelled += 1
                 self.generation.last_cancelled_after_tokens = generated
-                logger.info("stream stopped after %d tokens (client gone or cancelled)", generated)
+                logger.info("stream stopped after %d tokens (client gone, stop string or cancelled)", generated)
+            await tokens.aclose()
 
     # ------------------------------------------------------------------ status
 
     def _details(self) -> dict[str, Any]:
-        return {"context_length": self.backend.context_length, "generation": self.generation.as_dict()}
+        details: dict[str, Any] = {"context_length": self.backend.context_length,
+                                   "continuous_batching": self.continuous_batching,
+                                   "generation": self.generation.as_dict()}
+        if hasattr(self.backend, "engine_stats"):
+            details["engine"] = self.backend.engine_stats()
+        return details

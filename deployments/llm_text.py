@@ -103,3 +103,9 @@ def finish_reason(stopped_by_string: bool, generated: int, max_tokens: int) -> s
     if stopped_by_string:
         return "stop"
     return "length" if generated >= max_tokens else "stop"
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    """Token counts in the OpenAI shape, as every answer reports them."""
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}

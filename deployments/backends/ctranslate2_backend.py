@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any
 
-from deployments.backends.llm_base import AdaptersNotSupported, LoRAAdapter, SamplingParams, no_adapters
+from deployments.backends.llm_base import SamplingParams, no_adapters
 from deployments.common import DeviceInfo
 from deployments.spec import BackendSpec
 
@@ -92,8 +92,6 @@ class CTranslate2LLM:
         )
         return [list(r.sequences_ids[0]) for r in results]
 
-    def load_adapter(self, name: str, adapter: LoRAAdapter) -> None:
-        raise AdaptersNotSupported(f"{type(self).__name__} cannot serve LoRA adapters (use the vllm backend)")
 
     async def generate(self, prompts: Sequence[list[int]], params: Sequence[SamplingParams],
                        adapters: Sequence[Any] | None = None) -> list[list[int]]:

@@ -1,8 +1,8 @@
 """The LLM backend interface (token level) and what the LLM deployment does around it.
 
-Backends only turn prompt token ids into new token ids (core). The deployment does the rest once for all
-backends: chat template and context check (pre-process), incremental detokenisation, stop strings and finish
-reasons (post-process).
+Backends turn prompt token ids into new token ids (core). For backends without an OpenAI layer of their own, the
+deployment does the rest once for all of them: chat template and context check (pre-process), incremental
+detokenisation, stop strings and finish reasons (post-process); see llm_openai.py.
 """
 
 from __future__ import annotations
@@ -53,8 +53,9 @@ class LLMBackend(Protocol):
     def stream(self, prompt: list[int], params: SamplingParams, adapter: Any = None) -> AsyncIterator[list[int]]:
         """New token ids as they are decoded. Closing the iterator must stop the generation."""
 
-    def load_adapter(self, name: str, adapter: LoRAAdapter) -> Any:
-        """An engine handle for a LoRA adapter (raise AdaptersNotSupported when the backend has none)."""
+    # Optional, for engines that have them (vLLM): `async load_adapter(name, LoRAAdapter)` → the engine's
+    # handle of a LoRA adapter; `async start()`, `shutdown()`, `async check_health()`; and `openai(kind, body)` /
+    # `openai_stream(kind, body)`, an OpenAI serving layer of the engine's own.
 
 
 def no_adapters(adapters: Sequence[Any] | None) -> None:

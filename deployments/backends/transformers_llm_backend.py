@@ -7,13 +7,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
-from deployments.backends.llm_base import (
-    AdaptersNotSupported,
-    LoRAAdapter,
-    SamplingParams,
-    iterate_in_thread,
-    no_adapters,
-)
+from deployments.backends.llm_base import SamplingParams, iterate_in_thread, no_adapters
 from deployments.common import DeviceInfo
 from deployments.spec import BackendSpec
 
@@ -58,8 +52,6 @@ class TransformersLLM:
         new = output[0, len(prompt):].tolist()
         return [t for t in new if t != self.eos_token_id]
 
-    def load_adapter(self, name: str, adapter: LoRAAdapter) -> None:
-        raise AdaptersNotSupported(f"{type(self).__name__} cannot serve LoRA adapters (use the vllm backend)")
 
     async def generate(self, prompts: Sequence[list[int]], params: Sequence[SamplingParams],
                        adapters: Sequence[Any] | None = None) -> list[list[int]]:
