@@ -76,38 +76,50 @@ _STATUS_TO_CODE = {
 class EduserveError(Exception):
     """Raise anywhere in the ingress; the handler turns it into the error shape and status."""
 
-    def __init__(self, code: ErrorCode, message: str, headers: dict[str, str] | None = None):
+    def __init__(self, code: ErrorCode, message: str, headers: dict[str, str] | None = None,
+                 param: str | None = None):
         super().__init__(message)
         self.code = code
         self.message = message
         self.headers = headers or {}
+        self.param = param  # the request field at fault, when one is (OpenAI's `param`)
 
 
-def error_body(code: ErrorCode, message: str) -> dict[str, Any]:
-    return {"error": {"type": code.type, "message": message, "code": code.code}}
+def error_body(code: ErrorCode, message: str, param: str | None = None) -> dict[str, Any]:
+    error = {"type": code.type, "message": message, "code": code.code}
+    if param:
+        error["param"] = param
+    return {"error": error}
 
 
-def error_response(code: ErrorCode, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(error_body(code, message), status_code=code.status, headers=headers)
+def error_response(code: ErrorCode, message: str, headers: dict[str, str] | None = None,
+                   param: str | None = None) -> JSONResponse:
+    return JSONResponse(error_body(code, message, param), status_code=code.status, headers=headers)
 
 
-def _describe_validation(exc: RequestValidationError) -> str:
-    parts = []
+def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
+    """A readable message for the first errors, and the first field at fault."""
+    parts, fields = [], []
     for item in exc.errors():
         if item.get("type") == "json_invalid":
-            return f"request body is not valid JSON: {item.get('ctx', {}).get('error', 'parse error')}"
+            return f"request body is not valid JSON: {item.get('ctx', {}).get('error', 'parse error')}", None
         loc = [str(p) for p in item.get("loc", ()) if p not in ("body", "query", "path", "header")]
         field = ".".join(loc) or "body"
+        fields.append(field)
         parts.append(f"{field}: {item.get('msg', 'invalid')}")
-    return "; ".join(parts[:10]) or "invalid request"
+    return "; ".join(parts[:10]) or "invalid request", (fields[0] if fields and fields[0] != "body" else None)
 
 
 async def _eduserve_error(_: Request, exc: EduserveError) -> JSONResponse:
-    return error_response(exc.code, exc.message, exc.headers)
+    return error_response(exc.code, exc.message, exc.headers, exc.param)
 
 
-async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-    return error_response(ErrorCode.VALIDATION_ERROR, _describe_validation(exc))
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 on the product routes; 400 on the OpenAI-compatible /v1 routes, as OpenAI and vLLM answer (the openai
+    SDK raises BadRequestError for it)."""
+    message, param = _describe_validation(exc)
+    code = ErrorCode.BAD_REQUEST if request.url.path.startswith("/v1/") else ErrorCode.VALIDATION_ERROR
+    return error_response(code, message, param=param)
 
 
 async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

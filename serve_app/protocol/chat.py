@@ -1,97 +1,203 @@
-"""`POST /v1/chat/completions` (OpenAI shape) and `/v2/chat` (sessions) schemas."""
+"""`POST /v1/chat/completions` and `/v1/completions` (OpenAI shapes) and `/v2/chat` (sessions) schemas.
+
+The /v1 schemas check what the service itself relies on (messages, limits, the OpenAI ranges); the engine
+(vLLM's own OpenAI layer) validates the rest. Answers are the engine's, in the OpenAI shape, so they have no
+response models here.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from serve_app.protocol.common import OpenAICompatibleRequest
+from serve_app.protocol.common import EngineRequest
 
 
 class TextPart(BaseModel):
-    type: Literal["text"]
+    type: Literal["text"] = Field(description="only text parts: the served models read text")
     text: str
 
 
+class FunctionCall(BaseModel):
+    name: str = Field(min_length=1)
+    arguments: str = Field(description="JSON text, as the model wrote it")
+
+
+class ToolCall(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(BaseModel):
+    """One message. Tool turns as OpenAI has them: an assistant message with `tool_calls` (its `content` may be
+    null), then one `tool` message per call, with that call's `tool_call_id`."""
+
     model_config = ConfigDict(extra="ignore")
 
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart] = Field(description="text, or a list of text parts (other part types: 422)")
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = Field(None, description="text, or a list of text parts")
     name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+
+    @model_validator(mode="after")
+    def _has_what_its_role_needs(self) -> ChatMessage:
+        if self.role == "assistant":
+            if self.content is None and not self.tool_calls:
+                raise ValueError("an assistant message needs content or tool_calls")
+        elif self.content is None:
+            raise ValueError(f"a {self.role} message needs content")
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs the tool_call_id it answers")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only assistant messages carry tool_calls")
+        return self
 
     def text(self) -> str:
+        if self.content is None:
+            return ""
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
 
     def as_model_message(self) -> dict[str, str]:
+        """A plain (role, content) message, for what builds its own prompts (the /v2 features)."""
         return {"role": "system" if self.role == "developer" else self.role, "content": self.text()}
 
 
 class StreamOptions(BaseModel):
-    include_usage: bool = False
+    include_usage: bool | None = False
 
 
-class ChatCompletionRequest(OpenAICompatibleRequest):
-    model: str | None = Field(None, description="served model name; the profile's LLM when omitted")
-    messages: list[ChatMessage] = Field(min_length=1)
+class FunctionDefinition(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = Field(None, description="a JSON schema")
+    strict: bool | None = None
+
+
+class Tool(BaseModel):
+    type: Literal["function"] = "function"
+    function: FunctionDefinition
+
+
+class NamedToolChoice(BaseModel):
+    type: Literal["function"] = "function"
+    function: dict[str, str] = Field(description='{"name": <one of the tools>}')
+
+
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    name: str = Field(min_length=1, max_length=64)
+    description: str | None = None
+    json_schema: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_when_needed(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("type json_schema needs a json_schema")
+        return self
+
+
+# vLLM's own fields for constrained decoding (besides `response_format`)
+STRUCTURED_OUTPUT_FIELDS = frozenset({"structured_outputs", "guided_json", "guided_regex", "guided_choice",
+                                      "guided_grammar"})
+
+
+class GenerationRequest(EngineRequest):
+    """What chat and text completions share. Other fields (vLLM's sampling extensions such as `top_k`, `min_p`,
+    `repetition_penalty`) go to the engine, which applies them or answers 400."""
+
+    model: str | None = Field(None, description="served model name (or a LoRA adapter's); the profile's LLM when "
+                                                "omitted")
     max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1, description="newer name for max_tokens")
-    temperature: float = Field(0.7, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    temperature: float | None = Field(None, ge=0.0, le=2.0, description="default 1")
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    n: int = Field(1, ge=1, le=16, description="choices to generate")
     stop: str | list[str] | None = Field(None, description="up to 4 strings")
-    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    logit_bias: dict[str, float] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: int = Field(1, ge=1, le=1, description="one choice per request")
     user: str | None = None
 
     @field_validator("stop")
     @classmethod
-    def _stops(cls, value: str | list[str] | None) -> list[str] | None:
-        if value is None:
-            return None
-        stops = [value] if isinstance(value, str) else value
+    def _stops(cls, value: str | list[str] | None) -> str | list[str] | None:
+        stops = [value] if isinstance(value, str) else value or []
         if len(stops) > 4 or any(not s for s in stops):
             raise ValueError("at most 4 non-empty stop strings")
-        return stops
+        return value
 
-    @field_validator("messages")
+    def constrained(self) -> bool:
+        """Whether the answer must follow a format (JSON, a grammar): the safety pipeline then never rewrites it."""
+        extra = self.model_extra or {}
+        fmt = getattr(self, "response_format", None) or extra.get("response_format")
+        kind = fmt.get("type") if isinstance(fmt, dict) else getattr(fmt, "type", None)
+        return kind not in (None, "text") or bool(STRUCTURED_OUTPUT_FIELDS & extra.keys())
+
+    @field_validator("logit_bias")
     @classmethod
-    def _ends_with_user(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
-        if messages[-1].role != "user":
-            raise ValueError("the last message must come from the user")
-        return messages
+    def _bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for token, bias in (value or {}).items():
+            if not token.isdigit() or not -100 <= bias <= 100:
+                raise ValueError("maps token ids (as strings) to biases in [-100, 100]")
+        return value
+
+
+class ChatCompletionRequest(GenerationRequest):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1, description="newer name for max_tokens")
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    tools: list[Tool] | None = Field(None, max_length=128)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
 
     def token_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
 
-class Usage(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
+class CompletionRequest(GenerationRequest):
+    """Legacy text completion: the prompt is continued as is, with no chat template."""
 
+    prompt: str | list[str] | list[int] | list[list[int]] = Field(
+        description="a text, texts, token ids, or lists of token ids")
+    logprobs: int | None = Field(None, ge=0, le=5)
+    echo: bool | None = None
+    suffix: str | None = None
+    best_of: int | None = Field(None, ge=1, le=16)
 
-class AssistantMessage(BaseModel):
-    role: Literal["assistant"] = "assistant"
-    content: str
+    @field_validator("prompt")
+    @classmethod
+    def _not_empty(cls, value: Any) -> Any:
+        items = value if isinstance(value, list) and value and not isinstance(value[0], int) else [value]
+        if not value or any((isinstance(i, str) and not i.strip()) or (isinstance(i, list) and not i)
+                            for i in items):
+            raise ValueError("must not be empty")
+        return value
 
+    def texts(self) -> list[str]:
+        """The prompt's texts (token-id prompts have none to check)."""
+        if isinstance(self.prompt, str):
+            return [self.prompt]
+        return [p for p in self.prompt if isinstance(p, str)]
 
-class Choice(BaseModel):
-    index: int = 0
-    message: AssistantMessage
-    finish_reason: Literal["stop", "length", "content_filter"]
-
-
-class ChatCompletion(BaseModel):
-    id: str
-    object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str
-    choices: list[Choice]
-    usage: Usage
+    def token_limit(self) -> int | None:
+        return self.max_tokens
 
 
 # ---------------------------------------------------------------------------------------------- /v2/chat

@@ -2,16 +2,46 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import langcodes
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 
 class OpenAICompatibleRequest(BaseModel):
-    """OpenAI clients add fields over time; unknown ones are ignored rather than rejected."""
+    """OpenAI clients add fields over time; unknown ones are ignored rather than rejected. An explicit `null` for a
+    field means its default, as OpenAI treats it."""
 
     model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_means_default(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {key: value for key, value in data.items() if value is not None}
+        return data
+
+
+# Engine arguments a caller must not set: they select server-side templates, processors, scheduling or KV
+# transfer, which are the operator's business.
+OPERATOR_ONLY_FIELDS = frozenset({
+    "chat_template", "logits_processors", "vllm_xargs", "priority", "request_id", "kv_transfer_params",
+    "ec_transfer_params", "mm_processor_kwargs",
+})
+
+
+class EngineRequest(OpenAICompatibleRequest):
+    """A request passed on to the engine: fields this schema does not name are kept and handed over (the engine
+    applies them or refuses them), except those only the operator may set."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    @model_validator(mode="after")
+    def _no_operator_fields(self) -> EngineRequest:
+        refused = sorted(OPERATOR_ONLY_FIELDS & set(self.model_extra or {}))
+        if refused:
+            raise ValueError(f"{', '.join(refused)}: not accepted by this service")
+        return self
 
 
 def language_tag(value: str) -> str:

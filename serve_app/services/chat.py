@@ -1,4 +1,6 @@
-"""Chat generation through the LLM deployment: request building, limits, and answers whole or streamed."""
+"""Generation through the LLM deployment: OpenAI chat and text completions (/v1) passed to the engine's own
+OpenAI layer, and plain chat for the product features (/v2, content tools); limits, and answers whole or
+streamed."""
 
 from __future__ import annotations
 
@@ -11,11 +13,31 @@ from serve_app.routing import ModelRouter
 from serve_app.settings import ChatSettings
 
 MODEL_ERRORS = {"context_length_exceeded": ErrorCode.CONTEXT_LENGTH_EXCEEDED, "model_not_found": ErrorCode.MODEL_NOT_FOUND}
+ENGINE_STATUSES = {404: ErrorCode.MODEL_NOT_FOUND, 413: ErrorCode.PAYLOAD_TOO_LARGE, 429: ErrorCode.OVERLOADED,
+                   503: ErrorCode.MODEL_UNAVAILABLE}
 
 
 def model_error(result: dict[str, Any]) -> EduserveError:
+    """The API error for an {"error"} answer of the LLM deployment: ours (a string `code`) or the engine's OpenAI
+    error (its HTTP status in `code`, as vLLM reports it)."""
     error = result["error"]
-    return EduserveError(MODEL_ERRORS.get(error.get("code"), ErrorCode.BAD_REQUEST), error.get("message", "rejected"))
+    code, message, param = error.get("code"), str(error.get("message") or "rejected"), error.get("param")
+    if not isinstance(code, int):
+        return EduserveError(MODEL_ERRORS.get(code, ErrorCode.BAD_REQUEST), message)
+    if "maximum context length" in message:
+        return EduserveError(ErrorCode.CONTEXT_LENGTH_EXCEEDED, message, param=param)
+    if code < 500:
+        return EduserveError(ENGINE_STATUSES.get(code, ErrorCode.BAD_REQUEST), message, param=param)
+    if code in ENGINE_STATUSES:
+        return EduserveError(ENGINE_STATUSES[code], message, {"Retry-After": "5"})
+    return EduserveError(ErrorCode.INTERNAL, "the llm failed to process the request")
+
+
+def content_text(content: Any) -> str:
+    """A message's text: the string, or its text parts joined."""
+    if isinstance(content, list):
+        return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return content or ""
 
 
 class ChatService:
@@ -65,6 +87,41 @@ class ChatService:
             "history_token_budget": history_token_budget,
         }
 
+    def openai_body(self, kind: str, body: dict[str, Any], model: str, token_limit: int | None) -> dict[str, Any]:
+        """The engine's request for /v1: the served name the engine knows, the service's limits and defaults
+        (max_tokens; the tutor system prompt when a chat has no system message)."""
+        limit = self.settings.max_tokens_limit
+        if token_limit is not None and token_limit > limit:
+            raise EduserveError(ErrorCode.BAD_REQUEST, f"max_tokens: at most {limit}", param="max_tokens")
+        if kind == "chat":
+            texts = [content_text(m.get("content")) for m in body["messages"]]
+        else:
+            prompt = body["prompt"]
+            texts = [prompt] if isinstance(prompt, str) else [p for p in prompt if isinstance(p, str)]
+        for index, text in enumerate(texts):
+            if len(text) > self.settings.max_message_chars:
+                what = f"message {index}" if kind == "chat" else f"prompt {index}"
+                raise EduserveError(ErrorCode.PAYLOAD_TOO_LARGE,
+                                    f"{what} is too long: more than {self.settings.max_message_chars} characters")
+        body = {**body, "model": model}
+        if token_limit is None:
+            body["max_tokens"] = self.settings.default_max_tokens
+        if kind == "chat" and not any(m["role"] in ("system", "developer") for m in body["messages"]):
+            body["messages"] = [{"role": "system", "content": self.settings.system_prompt}, *body["messages"]]
+        return body
+
+    async def openai(self, kind: str, body: dict[str, Any], model_id: str | None = None) -> dict[str, Any]:
+        """A whole chat or text completion from the engine, in the OpenAI shape."""
+        result = await self.router.call("openai", kind, body, multiplexed_model_id=model_id)
+        if "error" in result:
+            raise model_error(result)
+        return result
+
+    async def openai_stream(self, kind: str, body: dict[str, Any],
+                            model_id: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        """The engine's chunks, checked before anything is sent (a refused request is a plain 4xx)."""
+        return await self._checked(self.router.stream("openai_stream", kind, body, multiplexed_model_id=model_id))
+
     async def complete(self, payload: dict[str, Any], model_id: str | None = None) -> dict[str, Any]:
         result = await self.router.call("chat", payload, multiplexed_model_id=model_id)
         if "error" in result:
@@ -74,8 +131,13 @@ class ChatService:
     async def stream(self, payload: dict[str, Any], model_id: str | None = None) -> AsyncIterator[dict[str, Any]]:
         """The deployment's stream, checked before anything is sent: a rejected request (prompt too long)
         raises here, so the client gets a plain 4xx instead of an event stream that opens with an error."""
-        items = self.router.stream("chat_stream", payload, multiplexed_model_id=model_id)
-        first = await anext(items)
+        return await self._checked(self.router.stream("chat_stream", payload, multiplexed_model_id=model_id))
+
+    @staticmethod
+    async def _checked(items: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+        first = await anext(items, None)
+        if first is None:
+            return items
         if "error" in first:
             await items.aclose()
             raise model_error(first)

@@ -4,7 +4,9 @@ redacts personal data, and records every block (with the request id) in `safety_
 - input (before the model): toxicity, prompt injection, self-harm block with a 400 naming the category;
   personal data is redacted (or refused) per `safety.pii_action`;
 - output (before the user): streamed answers are released in small word groups, each checked together with
-  the rest of its sentence first; a block ends the stream. Personal data in answers is redacted.
+  the rest of its sentence first; a block ends the stream. Personal data in answers is redacted, except in
+  answers constrained to a format (JSON, tool calls), which are checked but never rewritten: a redaction would
+  break the format the client parses.
 """
 
 from __future__ import annotations
@@ -125,8 +127,10 @@ class SafetyService:
             return report["redacted"]
         return text
 
-    async def check_output(self, principal: Principal, text: str) -> tuple[str, str | None]:
-        """A whole answer: (text to show, blocked category or None), in one call to the Safety deployment."""
+    async def check_output(self, principal: Principal, text: str, rewrite: bool = True) -> tuple[str, str | None]:
+        """A whole answer: (text to show, blocked category or None), in one call to the Safety deployment.
+        With `rewrite` False (an answer that must keep a format: JSON, a tool call), nothing is redacted in it;
+        a block still applies."""
         if not self.settings.enabled or not text.strip():
             return text, None
         (report,) = await self.scan([text], injection=False)
@@ -135,21 +139,42 @@ class SafetyService:
             category, score = verdict
             await self.record(principal, "output", category, score, "blocked", report["redacted"])
             return "", category
-        if report["pii"] and self.settings.pii_action != "allow":
+        if rewrite and report["pii"] and self.settings.pii_action != "allow":
             return report["redacted"], None
         return text, None
 
-    def output_guard(self, principal: Principal) -> OutputGuard:
-        return OutputGuard(self, principal)
+    def output_guard(self, principal: Principal, rewrite: bool = True) -> OutputGuard:
+        return OutputGuard(self, principal, rewrite)
+
+    async def check_choices(self, principal: Principal, kind: str, answer: dict[str, Any],
+                            rewrite: bool = True) -> dict[str, Any]:
+        """A whole OpenAI answer with each choice's text checked: redacted where needed (unless `rewrite` is False,
+        for answers constrained to a format), emptied with `finish_reason: content_filter` where blocked (as
+        OpenAI marks filtered choices)."""
+        for choice in answer.get("choices", []):
+            holder, key = (choice.get("message") or {}, "content") if kind == "chat" else (choice, "text")
+            text = holder.get(key)
+            if not text:
+                continue
+            checked, blocked = await self.check_output(principal, text, rewrite)
+            holder[key] = checked
+            if blocked:
+                choice["finish_reason"] = "content_filter"
+                choice["logprobs"] = None
+        return answer
+
+    def choices_guard(self, principal: Principal, kind: str, choices: int, rewrite: bool = True) -> ChoicesGuard:
+        return ChoicesGuard(self, principal, kind, choices, rewrite)
 
 
 class OutputGuard:
     """Holds streamed text back until it has been checked: released in groups of a few words (or at a sentence
     end), each checked together with the unreleased rest of its sentence and the previous sentence."""
 
-    def __init__(self, service: SafetyService, principal: Principal):
+    def __init__(self, service: SafetyService, principal: Principal, rewrite: bool = True):
         self.service = service
         self.principal = principal
+        self.rewrite = rewrite  # False: checked, never redacted (a JSON answer must stay JSON)
         self.pending = ""
         self.released = ""
 
@@ -197,7 +222,7 @@ class OutputGuard:
             self.pending = ""
             raise ContentBlocked(category, self.service._message(category, "output"))
         text = self.pending
-        if report["pii"] and self.service.settings.pii_action != "allow":
+        if self.rewrite and report["pii"] and self.service.settings.pii_action != "allow":
             # Redact in the pending part only; spans are relative to the window, so scan the part itself.
             (own,) = await self.service.scan([text], injection=False)
             text = own["redacted"]
@@ -207,3 +232,70 @@ class OutputGuard:
         self.pending = ""
         self.released += text
         return text
+
+
+class ChoicesGuard:
+    """Output safety for an OpenAI stream of any number of choices. Each choice's text (`delta.content` of chat
+    chunks, `text` of completion chunks) goes through an OutputGuard of its own; what came with the text (logprobs)
+    is released with it, other fields (role, tool calls) pass at once; a blocked choice ends there with
+    `finish_reason: content_filter` while the others go on; when every choice is blocked the stream ends (and
+    the caller closes the engine's)."""
+
+    def __init__(self, service: SafetyService, principal: Principal, kind: str, choices: int, rewrite: bool = True):
+        self.service = service
+        self.principal = principal
+        self.chat = kind == "chat"
+        self.choices = choices
+        self.rewrite = rewrite
+        self.guards: dict[int, OutputGuard] = {}
+        self.logprobs: dict[int, dict[str, Any]] = {}
+        self.blocked: set[int] = set()
+
+    async def stream(self, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+        async for chunk in chunks:
+            if not chunk.get("choices"):  # the usage chunk, or an in-band error
+                yield chunk
+                continue
+            released = [out for choice in chunk["choices"] if (out := await self._choice(choice)) is not None]
+            if released:
+                yield {**chunk, "choices": released}
+            if len(self.blocked) >= self.choices:
+                return
+
+    async def _choice(self, choice: dict[str, Any]) -> dict[str, Any] | None:
+        index = choice.get("index", 0)
+        if index in self.blocked:
+            return None
+        guard = self.guards.setdefault(index, OutputGuard(self.service, self.principal, self.rewrite))
+        delta = dict(choice.get("delta") or {}) if self.chat else {}
+        text = (delta.pop("content", None) if self.chat else choice.get("text")) or ""
+        self._hold_logprobs(index, choice.get("logprobs"))
+        try:
+            released = await guard.feed(text) if text else ""
+            if choice.get("finish_reason"):
+                released += await guard.finish()
+        except ContentBlocked:
+            self.blocked.add(index)
+            self.logprobs.pop(index, None)
+            return self._shape(choice, {}, "", None, "content_filter")
+        if not released and not delta and not choice.get("finish_reason"):
+            return None  # held back until checked
+        logprobs = self.logprobs.pop(index, None) if released or choice.get("finish_reason") else None
+        return self._shape(choice, delta, released, logprobs, choice.get("finish_reason"))
+
+    def _hold_logprobs(self, index: int, logprobs: dict[str, Any] | None) -> None:
+        """Logprobs arrive per token; they are kept until their text is released (lists are concatenated)."""
+        if not logprobs:
+            return
+        held = self.logprobs.setdefault(index, {})
+        for key, value in logprobs.items():
+            held[key] = (held.get(key) or []) + value if isinstance(value, list) else value
+
+    def _shape(self, choice: dict[str, Any], delta: dict[str, Any], text: str, logprobs: Any,
+               finish_reason: str | None) -> dict[str, Any]:
+        out = {**choice, "logprobs": logprobs, "finish_reason": finish_reason}
+        if self.chat:
+            out["delta"] = {**delta, "content": text} if text else delta
+        else:
+            out["text"] = text
+        return out

@@ -1,95 +1,90 @@
+"""`POST /v1/chat/completions` and `POST /v1/completions`: OpenAI requests, answered by the engine's own OpenAI
+layer (vLLM's), with the service's safety pipeline on both sides."""
+
 from __future__ import annotations
 
 import json
 import logging
-import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter
+from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 
 from serve_app.api.deps import CurrentPrincipal, State
 from serve_app.errors import EduserveError, ErrorCode, error_body
-from serve_app.protocol.chat import ChatCompletion, ChatCompletionRequest
+from serve_app.protocol.chat import ChatCompletionRequest, CompletionRequest, GenerationRequest
 from serve_app.protocol.common import ERROR_RESPONSES
-from serve_app.services.safety import ContentBlocked, OutputGuard
+from serve_app.services.auth import Principal
+from serve_app.state import AppState
 
 router = APIRouter(tags=["openai"])
 logger = logging.getLogger("ray.serve.eduserve.chat")
 
+STREAMED = {200: {"content": {"application/json": {}, "text/event-stream": {}},
+                  "description": "the OpenAI object; with stream=true, server-sent events ending in `data: [DONE]`"}}
+RESPONSES = {400: ERROR_RESPONSES[422] | {"description": "Invalid request, or one the model cannot take"},
+             **{k: v for k, v in ERROR_RESPONSES.items() if k != 422}, **STREAMED}
 
-@router.post(
-    "/v1/chat/completions",
-    response_model=ChatCompletion,
-    responses={**ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}}, "description": "stream=true: SSE"}},
-)
-async def create_chat_completion(request: ChatCompletionRequest, principal: CurrentPrincipal,
-                                 state: State):
-    """OpenAI chat completions, whole or streamed (`data: {chunk}` events, then `data: [DONE]`).
-    A request without a system message gets the service's tutor system prompt. User messages pass the safety
-    pipeline (a block is a 400 naming the category); an answer the pipeline stops ends with
-    `finish_reason: content_filter`, as OpenAI's do."""
-    model = state.chat.model_name(request.model)
-    model_id = state.chat.model_id(request.model)  # a LoRA adapter, when the profile serves some
-    messages = [m.as_model_message() for m in request.messages]
-    user_indices = [i for i, m in enumerate(messages) if m["role"] == "user"]
-    checked = await state.safety.check_inputs(principal, [messages[i]["content"] for i in user_indices])
-    for index, text in zip(user_indices, checked, strict=True):
-        messages[index] = {**messages[index], "content": text}
-    payload = state.chat.payload(
-        messages,
-        max_tokens=request.token_limit(),
-        temperature=request.temperature,
-        top_p=request.top_p,
-        stop=request.stop,
-        seed=request.seed,
-    )
-    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-    created = int(time.time())
+
+@router.post("/v1/chat/completions", responses=RESPONSES)
+async def create_chat_completion(request: ChatCompletionRequest, principal: CurrentPrincipal, state: State):
+    """OpenAI chat completions, whole or streamed: tools and tool turns, `response_format` (json_object,
+    json_schema), logprobs, `n`, penalties, `seed`, `stop`, usage, as vLLM serves them. A chat without a system
+    message gets the service's tutor system prompt. User messages pass the safety pipeline (a block is a 400
+    naming the category); a choice the pipeline stops ends with `finish_reason: content_filter`, as OpenAI's do."""
+    body = request.model_dump(exclude_unset=True, by_alias=True)
+    checked = await state.safety.check_inputs(principal, [m.text() for m in request.messages if m.role == "user"])
+    users = iter(checked)
+    body["messages"] = [{**message, "content": next(users)} if message["role"] == "user" else message
+                        for message in body["messages"]]
+    return await _generate(state, principal, "chat", request, body)
+
+
+@router.post("/v1/completions", responses=RESPONSES)
+async def create_completion(request: CompletionRequest, principal: CurrentPrincipal, state: State):
+    """OpenAI (legacy) text completions, whole or streamed: the prompt (text, texts or token ids) is continued as
+    is, without a chat template. Text prompts pass the safety pipeline."""
+    body = request.model_dump(exclude_unset=True)
+    texts = request.texts()
+    if texts:
+        checked = iter(await state.safety.check_inputs(principal, texts))
+        prompt = body["prompt"]
+        body["prompt"] = next(checked) if isinstance(prompt, str) else [
+            next(checked) if isinstance(item, str) else item for item in prompt]
+    return await _generate(state, principal, "completion", request, body)
+
+
+async def _generate(state: AppState, principal: Principal, kind: str, request: GenerationRequest,
+                    body: dict[str, Any]):
+    served = state.catalog.resolve("llm", request.model)
+    body = state.chat.openai_body(kind, body, served.name, request.token_limit())
+    rewrite = not request.constrained()  # a JSON answer is checked, never redacted into invalid JSON
     if not request.stream:
-        result = await state.chat.complete(payload, model_id)
-        text, blocked = await state.safety.check_output(principal, result["text"])
-        return ChatCompletion(
-            id=completion_id, created=created, model=model,
-            choices=[{"index": 0, "message": {"role": "assistant", "content": text},
-                      "finish_reason": "content_filter" if blocked else result["finish_reason"]}],
-            usage=result["usage"],
-        )
-    items = await state.chat.stream(payload, model_id)
-    include_usage = bool(request.stream_options and request.stream_options.include_usage)
-    guard = state.safety.output_guard(principal)
-    return EventSourceResponse(_openai_chunks(items, guard, completion_id, created, model, include_usage), ping=15)
+        answer = await state.chat.openai(kind, body, served.multiplexed_id)
+        return JSONResponse(await state.safety.check_choices(principal, kind, answer, rewrite))
+    chunks = await state.chat.openai_stream(kind, body, served.multiplexed_id)
+    prompts = 1 if kind == "chat" else _prompt_count(body["prompt"])
+    guarded = state.safety.choices_guard(principal, kind, prompts * request.n, rewrite).stream(chunks)
+    return EventSourceResponse(_events(guarded, chunks), ping=15)
 
 
-async def _openai_chunks(
-    items: AsyncIterator[dict[str, Any]], guard: OutputGuard, completion_id: str, created: int, model: str,
-    include_usage: bool,
-) -> AsyncIterator[dict[str, str]]:
-    def chunk(delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> dict[str, str]:
-        body = {
-            "id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}] if delta is not None else [],
-            **extra,
-        }
-        return {"data": json.dumps(body)}
+def _prompt_count(prompt: Any) -> int:
+    return len(prompt) if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int) else 1
 
-    yield chunk({"role": "assistant", "content": ""})
+
+async def _events(chunks: AsyncIterator[dict[str, Any]], source: AsyncIterator[Any]) -> AsyncIterator[dict[str, str]]:
+    """SSE events, always ending with `data: [DONE]`; a failure after the first event is reported in-band, as
+    OpenAI does (the status line has gone already)."""
     try:
-        async for item in guard.stream(items):
-            if "delta" in item:
-                yield chunk({"content": item["delta"]})
-            else:
-                yield chunk({}, item["finish_reason"])
-                if include_usage:
-                    yield chunk(None, usage=item["usage"])
-    except ContentBlocked:  # the rest of the answer is withheld; the model's stream is closed with this one
-        await items.aclose()
-        yield chunk({}, "content_filter")
-    except EduserveError as exc:  # after the first chunk the status is sent: report in-band, OpenAI style
+        async for chunk in chunks:
+            yield {"data": json.dumps(chunk, separators=(",", ":"))}
+    except EduserveError as exc:
         yield {"data": json.dumps(error_body(exc.code, exc.message))}
     except Exception:
-        logger.exception("chat completion stream failed")
+        logger.exception("completion stream failed")
         yield {"data": json.dumps(error_body(ErrorCode.INTERNAL, "generation failed"))}
+    finally:
+        await source.aclose()  # the engine stops generating when the client goes away
     yield {"data": "[DONE]"}

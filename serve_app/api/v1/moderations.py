@@ -21,7 +21,8 @@ async def create_moderation(body: ModerationRequest, principal: CurrentPrincipal
     model = state.catalog.resolve("safety", body.model)
     texts = body.texts()
     if not texts or any(not isinstance(t, str) or not t for t in texts) or len(texts) > state.settings.limits.max_inputs_per_request:
-        raise EduserveError(ErrorCode.VALIDATION_ERROR, "input: one to max_inputs_per_request non-empty strings")
+        raise EduserveError(ErrorCode.BAD_REQUEST, "input: one to max_inputs_per_request non-empty strings",
+                            param="input")
     reports = await state.safety.scan(texts, injection=True)
     thresholds = state.settings.safety.thresholds[principal.role]
     results = []
