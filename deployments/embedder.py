@@ -12,6 +12,7 @@ from ray import serve
 from deployments.backends.base import EmbeddingBackend
 from deployments.backends.registry import EMBEDDING_BACKENDS
 from deployments.base import ModelReplica
+from deployments.common import InvalidTokens, text_of_token_ids
 
 
 @serve.deployment
@@ -20,12 +21,17 @@ class Embedder(ModelReplica):
     factories = EMBEDDING_BACKENDS
     backend: EmbeddingBackend
 
-    async def embed(self, texts: list[str]) -> dict[str, Any]:
-        """Embed one request's texts with the model it names (Serve's multiplexed model id) or the default one.
-        Each text joins the replica-wide batch queue on its own, so texts of concurrent requests share passes."""
+    async def embed(self, texts: list[str | list[int]]) -> dict[str, Any]:
+        """Embed one request's inputs with the model it names (Serve's multiplexed model id) or the default one.
+        An input may be token ids of that model's vocabulary (as vLLM accepts them). Each text joins the
+        replica-wide batch queue on its own, so texts of concurrent requests share passes."""
         backend, error = await self._select()
         if error:
             return error
+        try:
+            texts = [t if isinstance(t, str) else text_of_token_ids(backend.tokenizer, t) for t in texts]
+        except InvalidTokens as exc:
+            return {"error": {"code": "invalid_token_ids", "message": str(exc)}}
         self.ongoing += 1
         try:
             results = await asyncio.gather(*(self._batch((backend, text)) for text in texts))

@@ -11,6 +11,7 @@ from ray import serve
 from deployments.backends.base import RerankBackend
 from deployments.backends.registry import RERANK_BACKENDS
 from deployments.base import ModelReplica
+from deployments.common import truncate_to_tokens
 
 
 @serve.deployment
@@ -19,11 +20,14 @@ class Reranker(ModelReplica):
     factories = RERANK_BACKENDS
     backend: RerankBackend
 
-    async def rerank(self, query: str, documents: list[str]) -> dict[str, Any]:
-        """Scores in the documents' order; pairs from concurrent requests share forward passes."""
+    async def rerank(self, query: str, documents: list[str], max_tokens_per_doc: int | None = None) -> dict[str, Any]:
+        """Scores in the documents' order; pairs from concurrent requests share forward passes. With
+        `max_tokens_per_doc`, each document is cut to that many of the model's tokens first (Cohere's v2 API)."""
         backend, error = await self._select()
         if error:
             return error
+        if max_tokens_per_doc is not None:
+            documents = [truncate_to_tokens(backend.tokenizer, doc, max_tokens_per_doc) for doc in documents]
         self.ongoing += 1
         try:
             results = await asyncio.gather(*(self._batch((backend, (query, doc))) for doc in documents))

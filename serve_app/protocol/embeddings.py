@@ -10,7 +10,8 @@ from serve_app.protocol.common import OpenAICompatibleRequest, Usage
 
 
 class EmbeddingRequest(OpenAICompatibleRequest):
-    input: str | list[str] = Field(description="one text or a list of texts")
+    input: str | list[str] | list[int] | list[list[int]] = Field(
+        description="a text, texts, or token ids of the served model's vocabulary (one list, or a list of lists)")
     model: str | None = Field(None, description="served model name; the profile's embedder when omitted")
     encoding_format: Literal["float", "base64"] = Field(
         "float", description="base64: little-endian float32 bytes, as the openai SDK expects"
@@ -20,23 +21,29 @@ class EmbeddingRequest(OpenAICompatibleRequest):
 
     @field_validator("input", mode="before")
     @classmethod
-    def _texts_only(cls, value: Any) -> Any:
+    def _not_empty(cls, value: Any) -> Any:
         if isinstance(value, list):
             if not value:
                 raise ValueError("must not be an empty list")
-            if all(isinstance(v, int) for v in value) or all(isinstance(v, list) for v in value):
-                raise ValueError("token-id input is not supported; send text")
+            if all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+                return value  # one input as token ids (range checked by the model's vocabulary)
             for index, item in enumerate(value):
-                if not isinstance(item, str):
-                    raise ValueError(f"item {index} must be a string, not {type(item).__name__}")
-                if not item.strip():
+                if isinstance(item, list):
+                    if not item or not all(isinstance(t, int) and not isinstance(t, bool) for t in item):
+                        raise ValueError(f"item {index} must be a non-empty list of token ids")
+                elif not isinstance(item, str):
+                    raise ValueError(f"item {index} must be a string or token ids, not {type(item).__name__}")
+                elif not item.strip():
                     raise ValueError(f"item {index} must not be empty")
         elif isinstance(value, str) and not value.strip():
             raise ValueError("must not be empty")
         return value
 
-    def texts(self) -> list[str]:
-        return [self.input] if isinstance(self.input, str) else list(self.input)
+    def inputs(self) -> list[str | list[int]]:
+        """One item per embedding: a text or token ids."""
+        if isinstance(self.input, str) or (self.input and isinstance(self.input[0], int)):
+            return [self.input]  # type: ignore[list-item]
+        return list(self.input)
 
 
 class Embedding(BaseModel):

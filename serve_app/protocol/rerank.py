@@ -1,4 +1,4 @@
-"""`POST /v1/rerank`, in the Cohere/TEI shape."""
+"""`POST /v1/rerank` (the Cohere v1 / TEI shape) and `POST /v2/rerank` (Cohere's v2 API)."""
 
 from __future__ import annotations
 
@@ -44,3 +44,30 @@ class RerankResponse(BaseModel):
     model: str
     results: list[RerankResult] = Field(description="sorted by relevance_score, best first")
     usage: RerankUsage
+
+
+class CohereRerankRequest(RerankRequest):
+    """Cohere's v2 rerank request (`co.rerank` of the v2 client). `return_documents` is accepted as vLLM and
+    Cohere v1 have it."""
+
+    max_tokens_per_doc: int | None = Field(None, ge=1, description="each document is cut to this many tokens")
+
+
+class BilledUnits(BaseModel):
+    search_units: int = Field(description="one per query with up to 100 documents, as Cohere counts them")
+
+
+class ApiVersion(BaseModel):
+    version: str = "2"
+
+
+class RerankMeta(BaseModel):
+    api_version: ApiVersion = Field(default_factory=ApiVersion)
+    billed_units: BilledUnits
+    tokens: dict[str, int] = Field(description="input_tokens")
+
+
+class CohereRerankResponse(BaseModel):
+    id: str
+    results: list[RerankResult] = Field(description="sorted by relevance_score, best first")
+    meta: RerankMeta

@@ -14,7 +14,8 @@ from serve_app.routing import ModelRouter
 from serve_app.settings import LimitSettings
 
 
-def check_text_limits(texts: list[str], max_count: int, max_chars: int, what: str) -> None:
+def check_text_limits(texts: list[str] | list[str | list[int]], max_count: int, max_chars: int, what: str) -> None:
+    """Counts, and lengths (characters of a text; token ids count one character each)."""
     if len(texts) > max_count:
         raise EduserveError(
             ErrorCode.PAYLOAD_TOO_LARGE, f"too many {what}: {len(texts)} > {max_count} per request"
@@ -28,10 +29,12 @@ def check_text_limits(texts: list[str], max_count: int, max_chars: int, what: st
 
 
 def check_model_result(result: dict[str, Any]) -> dict[str, Any]:
-    """A replica answers {"error": ...} for a model it does not serve (instead of failing, which the router
-    would count against the deployment)."""
+    """A replica answers {"error": ...} for a model it does not serve or an input it cannot take (instead of
+    failing, which the router would count against the deployment)."""
     if "error" in result:
-        raise EduserveError(ErrorCode.MODEL_NOT_FOUND, result["error"]["message"])
+        error = result["error"]
+        code = ErrorCode.MODEL_NOT_FOUND if error.get("code") == "model_not_found" else ErrorCode.BAD_REQUEST
+        raise EduserveError(code, error["message"], param="model" if code is ErrorCode.MODEL_NOT_FOUND else "input")
     return result
 
 
@@ -47,20 +50,22 @@ class EmbeddingService:
         self.catalog = catalog
         self.limits = limits
 
-    async def embed(self, texts: list[str], model_id: str | None = None) -> tuple[np.ndarray, list[int]]:
-        """Vectors of `texts` (the default model unless a multiplexed one is named), after the HTTP API's limits.
-        Other services (RAG) call this too."""
+    async def embed(self, texts: list[str] | list[str | list[int]],
+                    model_id: str | None = None) -> tuple[np.ndarray, list[int]]:
+        """Vectors of `texts` (texts or token ids; the default model unless a multiplexed one is named), after the
+        HTTP API's limits. Other services (RAG) call this too."""
         check_text_limits(texts, self.limits.max_inputs_per_request, self.limits.max_input_chars, "input")
         result = check_model_result(await self.client.call("embed", texts, multiplexed_model_id=model_id))
         return result["embeddings"], result["token_counts"]
 
     async def create(self, request: EmbeddingRequest) -> dict[str, Any]:
         model = self.catalog.resolve("embedder", request.model)
-        vectors, token_counts = await self.embed(request.texts(), model.multiplexed_id)
+        vectors, token_counts = await self.embed(request.inputs(), model.multiplexed_id)
         if request.dimensions is not None and request.dimensions != vectors.shape[1]:
             raise EduserveError(
-                ErrorCode.VALIDATION_ERROR,
+                ErrorCode.BAD_REQUEST,
                 f"dimensions: model {model.name!r} produces {vectors.shape[1]}-dimensional vectors only",
+                param="dimensions",
             )
         tokens = int(sum(token_counts))
         return {
