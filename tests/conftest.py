@@ -95,6 +95,19 @@ CPU_RAY = {"num_cpus": 2}
 LLM_MODEL = "smollm2-135m-instruct"
 
 
+def cpu_llm_chain() -> list[dict[str, Any]]:
+    """The cpu profile's LLM load chain, as configured."""
+    from serve_app.settings import load_settings
+
+    return [entry.model_dump() for entry in load_settings("cpu").models.llm.primary.chain]
+
+
+def with_lora(chain: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The same chain with LoRA adapters enabled on its vLLM engine."""
+    return [{**entry, "options": {**entry["options"], "enable_lora": True, "max_lora_rank": 8, "max_loras": 2}}
+            if entry["backend"] == "vllm" else entry for entry in chain]
+
+
 def prepared_models_dir() -> Path:
     """Where `eduserve prepare-models` (run by `make test` before pytest) put the converted models."""
     from serve_app.settings import load_settings
@@ -106,8 +119,9 @@ def prepared_models_dir() -> Path:
 def prepared_models() -> Path:
     path = prepared_models_dir()
     from deployments.common import is_prepared
+    from deployments.prepare import SMOLLM2_RECIPE
 
-    if not is_prepared(path / "smollm2-135m-instruct" / "ct2-int8"):
+    if not all(is_prepared(path / LLM_MODEL / variant, SMOLLM2_RECIPE) for variant in ("hf", "ct2-int8")):
         pytest.fail(f"models are not prepared in {path}: run `make models` (make test does it first)")
     return path
 
@@ -140,8 +154,9 @@ class Stores:
         }
 
     def multiplexed_models(self) -> dict[str, Any]:
-        """The cpu app under test also serves three extra embedding models (two per replica at most) and a
-        Translator with two language pairs, all built locally, to exercise `@serve.multiplexed`."""
+        """The cpu app under test also serves three extra embedding models (two per replica at most), a
+        Translator with two language pairs and a LoRA adapter on the vLLM engine, all built locally, to exercise
+        `@serve.multiplexed`."""
         if not self.tiny_models:
             return {}
         tiny = self.tiny_models
@@ -150,6 +165,10 @@ class Stores:
             return [{"backend": backend, "model": str(tiny[key]), "options": options}]
 
         return {
+            "llm": {"primary": {
+                "chain": with_lora(cpu_llm_chain()),
+                "multiplex": {"max_models_per_replica": 2, "models": {"lora-algebra": chain("lora", "lora-algebra")}},
+            }},
             "embedder": {"primary": {"multiplex": {
                 "max_models_per_replica": 2,
                 "models": {f"tiny-embed-{n}": chain("sentence-transformers", f"embed-{n}") for n in "abc"},
@@ -253,8 +272,13 @@ def minilm_path() -> str:
 
 
 @pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from tests.support.tiny_models import build_tiny_cross_encoder, build_tiny_encoder, build_tiny_marian_ct2
+def tiny_models(tmp_path_factory: pytest.TempPathFactory, prepared_models: Path) -> dict[str, Path]:
+    from tests.support.tiny_models import (
+        build_lora_adapter,
+        build_tiny_cross_encoder,
+        build_tiny_encoder,
+        build_tiny_marian_ct2,
+    )
 
     root = tmp_path_factory.mktemp("tiny-models")
     return {
@@ -265,6 +289,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
            for seed, name in enumerate("abc", start=1)},
         "marian-en-fr": build_tiny_marian_ct2(root / "marian-en-fr", seed=1),
         "marian-en-de": build_tiny_marian_ct2(root / "marian-en-de", seed=2),
+        "lora-algebra": build_lora_adapter(root / "lora-algebra", prepared_models / LLM_MODEL / "hf"),
     }
 
 

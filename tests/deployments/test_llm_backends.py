@@ -1,5 +1,5 @@
-"""LLM backends on the packaged SmolLM2 (prepared to transformers and CTranslate2 int8), and the vLLM adapter
-with its engine swapped for a test double (tests/support/fake_vllm.py)."""
+"""Token-level LLM backends on the packaged SmolLM2 (prepared to transformers and CTranslate2 int8), and how a
+profile's vLLM options reach vLLM's parser. The vLLM engine itself runs in the app (tests/serve_app/api)."""
 
 from __future__ import annotations
 
@@ -92,68 +92,48 @@ def test_a_broken_primary_model_path_falls_back_to_the_next_backend(prepared_mod
     assert loaded.describe()["failed_before"][0]["backend"] == "ctranslate2"
 
 
-# ---------------------------------------------------------------------------------------------- vLLM adapter
+# ---------------------------------------------------------------------------------------------- engine options
 
 
-@pytest.fixture
-def vllm(prepared_models):
-    from tests.support import fake_vllm
+def test_vllm_options_become_vllm_serve_flags():
+    from deployments.backends.vllm_backend import cli_flags, engine_arguments
 
-    fake_vllm.ENGINES.clear()
-    backend = load_vllm(prepared_models)
-    return backend, fake_vllm.ENGINES[-1]
-
-
-def load_vllm(models_dir):
-    spec = BackendSpec(
-        backend="vllm",
-        model="prepared:smollm2-135m-instruct/hf",
-        options={"engine_module": "tests.support.fake_vllm", "max_model_len": 4096, "gpu_memory_utilization": 0.5},
-    )
-    return load_chain([spec], LLM_BACKENDS, select_device("cuda"), models_dir).backend
-
-
-async def test_vllm_adapter_passes_prompt_ids_and_sampling(vllm):
-    backend, engine = vllm
-    assert engine.args.extra == {"max_model_len": 4096, "gpu_memory_utilization": 0.5}
-    assert backend.context_length == 4096
-    out = await backend.generate([[5, 6, 7, 8]], [SamplingParams(max_tokens=3, temperature=0.0, seed=9)])
-    assert out == [[5, 6, 7]]
-    prompt, params = engine.requests[0]
-    assert prompt == {"prompt_token_ids": [5, 6, 7, 8]}
-    assert (params.max_tokens, params.temperature, params.seed) == (3, 0.0, 9)
-    assert engine.aborted == []  # finished normally: nothing to abort
-
-
-async def test_vllm_adapter_streams_deltas_and_aborts_when_closed_early(vllm):
-    backend, engine = vllm
-    stream = backend.stream(list(range(10, 30)), SamplingParams(max_tokens=20))
-    deltas = []
-    async for ids in stream:
-        deltas.append(ids)
-        if len(deltas) == 4:
-            break
-    await stream.aclose()
-    assert deltas == [[10], [11], [12], [13]]  # cumulative outputs turned into new tokens only
-    assert len(engine.aborted) == 1  # the engine was told to free the sequence
-
-
-async def test_vllm_adapter_serves_lora_adapters(vllm):
-    from deployments.backends.llm_base import LoRAAdapter
-
-    backend, engine = vllm
-    adapter = backend.load_adapter("algebra", LoRAAdapter("/adapters/algebra", {}))
-    assert (adapter.lora_name, adapter.lora_int_id, adapter.lora_path) == ("algebra", 1, "/adapters/algebra")
-    await backend.generate([[1, 2, 3]], [SamplingParams(max_tokens=2)], [adapter])
-    assert engine.lora_requests[-1] is adapter
-    assert backend.load_adapter("geometry", LoRAAdapter("/adapters/geometry", {})).lora_int_id == 2
+    options = {"served_model_name": ["a", "b"], "enforce_eager": True, "enable_prefix_caching": False,
+               "max_model_len": 4096, "compilation_config": {"mode": 0}, "seed": None}
+    assert cli_flags("/m", options) == [
+        "--model", "/m", "--served-model-name", "a", "b", "--enforce-eager", "--no-enable-prefix-caching",
+        "--max-model-len", "4096", "--compilation-config", '{"mode": 0}']
+    args = engine_arguments("/m", options)  # vLLM's own parser
+    assert (args.served_model_name, args.max_model_len, args.enforce_eager) == (["a", "b"], 4096, True)
+    with pytest.raises(ValueError, match="invalid vLLM options"):
+        engine_arguments("/m", {"max_modle_len": 4096})  # a typo is a load failure, never ignored
 
 
 async def test_other_backends_refuse_adapters(prepared_models):
-    from deployments.backends.llm_base import AdaptersNotSupported, LoRAAdapter
+    from deployments.backends.llm_base import AdaptersNotSupported
 
     llm = load("ctranslate2", prepared_models, context_length=8192)
     with pytest.raises(AdaptersNotSupported):
-        llm.load_adapter("x", LoRAAdapter("/adapters/x", {}))
-    with pytest.raises(AdaptersNotSupported):
         await llm.generate([[1]], [GREEDY], ["an adapter"])
+
+
+async def test_one_bad_request_fails_alone_in_a_batch():
+    """The LLM deployment's batch of token-level generations (deployments/llm.py): when the batched call fails,
+    each request is retried on its own and only the bad one fails."""
+    from deployments.llm import Failed, generate_isolated
+
+    calls = []
+
+    async def generate(prompts, params, adapters):
+        calls.append(len(prompts))
+        if [666] in prompts:
+            raise RuntimeError("the engine cannot take this prompt")
+        return [[len(p)] for p in prompts]
+
+    items = [([1], GREEDY, None), ([666], GREEDY, None), ([2, 3], GREEDY, None)]
+    results = await generate_isolated(generate, items)
+    assert results[0] == [1] and results[2] == [2] and isinstance(results[1], Failed)
+    assert calls == [3, 1, 1, 1]  # one batched call, then each request alone
+    assert await generate_isolated(generate, items[:1]) == [[1]]
+    with pytest.raises(RuntimeError):
+        await generate_isolated(generate, items[1:2])  # alone, its own failure is raised as is

@@ -18,7 +18,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.gpu import LLM_ON_FAKE_VLLM, SPEECH_AND_SAFETY_ON_CPU
+from tests.gpu import LLM_ON_CPU, SPEECH_AND_SAFETY_ON_CPU
 
 pytestmark = pytest.mark.gpu_profile
 
@@ -44,7 +44,7 @@ def gpu_app(ray_serve, stores, tiny_models, tmp_path_factory, fail_file):
         "offline": True,
         "ingress": {"num_replicas": 1},
         "models": {
-            "llm": LLM_ON_FAKE_VLLM,
+            "llm": LLM_ON_CPU,
             "translator": None,  # its opus-mt models are fetched on a connected cluster only
             **SPEECH_AND_SAFETY_ON_CPU,
             "embedder": {
@@ -200,27 +200,6 @@ def test_a_primary_without_its_gpu_is_skipped_by_default(http, tiny_models):
         [("rivers", t) for t in TEXTS], normalize=True
     )
     np.testing.assert_allclose([served[i] for i in range(len(TEXTS))], reference, atol=1e-5)
-
-
-def test_the_vllm_adapter_serves_chat_inside_the_app(http):
-    """The gpu profile's LLM code path (vLLM adapter) for real in Serve, on the engine test double, which
-    echoes the prompt: the answer is the prompt's first tokens, decoded."""
-    response = http.post("/v1/chat/completions", json={
-        "messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "hi"}], "max_tokens": 4})
-    assert response.status_code == 200, response.text
-    body = response.json()
-    assert body["usage"]["completion_tokens"] == 4 and body["choices"][0]["finish_reason"] == "length"
-    llm = next(m for m in http.get("/v1/models").json()["data"] if m["role"] == "llm")
-    assert llm["status"]["deployments"]["primary"]["active"]["backend"] == "vllm"
-
-
-def test_a_lora_adapter_is_served_by_name_through_multiplexing(http):
-    response = http.post("/v1/chat/completions", json={
-        "model": "lora-algebra", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3})
-    assert response.status_code == 200, response.text
-    assert response.json()["model"] == "lora-algebra"
-    adapter = next(m for m in http.get("/v1/models").json()["data"] if m["id"] == "lora-algebra")
-    assert adapter["role"] == "llm" and adapter["status"]["loaded_on"]
 
 
 def test_readiness_and_models_report_both_tiers(http):

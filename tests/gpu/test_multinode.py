@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.gpu import LLM_ON_FAKE_VLLM, SPEECH_AND_SAFETY_ON_CPU
+from tests.gpu import LLM_ON_CPU, SPEECH_AND_SAFETY_ON_CPU
 
 pytestmark = pytest.mark.gpu_profile
 
@@ -32,7 +32,7 @@ def cluster_app(ray_serve, stores, tiny_models):
         "offline": True,
         "ingress": {"num_replicas": 1, "num_cpus": 1},
         "models": {
-            "llm": LLM_ON_FAKE_VLLM,
+            "llm": LLM_ON_CPU,
             "translator": None,  # its opus-mt models are fetched on a connected cluster only
             **SPEECH_AND_SAFETY_ON_CPU,
             "embedder": {

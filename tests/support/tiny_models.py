@@ -132,3 +132,22 @@ def build_tiny_marian_ct2(path: Path, seed: int = 0) -> Path:
              if (hf / f).exists()]
     ctranslate2.converters.TransformersConverter(str(hf), copy_files=files).convert(str(path / "ct2"), force=True)
     return path / "ct2"
+
+
+def build_lora_adapter(path: Path, base_model: Path, seed: int = 0, scale: float = 2.0) -> Path:
+    """A rank-8 LoRA adapter (peft) on the attention projections of the prepared SmolLM2, with random non-zero
+    weights (peft starts B at zero, which would change nothing), so the adapter visibly changes the output."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base_model)
+    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    peft_model = get_peft_model(model, config)
+    with torch.no_grad():
+        for name, parameter in peft_model.named_parameters():
+            if "lora_" in name:
+                parameter.mul_(scale)
+    peft_model.save_pretrained(path)
+    return path

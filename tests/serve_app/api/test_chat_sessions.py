@@ -11,6 +11,7 @@ import pytest
 
 from tests.support.accounts import new_student
 from tests.support.sse import sse_events
+from tests.support.wait import wait_for
 
 
 @pytest.fixture
@@ -144,7 +145,8 @@ def test_disconnect_mid_stream_stores_an_interrupted_answer_and_stops_generation
     assert assistant["status"] == "interrupted"
     assert assistant["content"].startswith("".join(received))
 
-    after = llm_generation(client)
+    # the replica hears of the disconnect a moment after the ingress
+    after = wait_for(lambda: (g := llm_generation(client))["streams_active"] == 0 and g, 10, "the stream to stop")
     assert after["streams_cancelled"] == before["streams_cancelled"] + 1
     assert after["last_cancelled_after_tokens"] < 400  # stopped well before max_tokens
     assert after["streams_active"] == 0

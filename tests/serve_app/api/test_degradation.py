@@ -7,17 +7,9 @@ import time
 
 import pytest
 
+from tests.support.wait import wait_for
+
 pytestmark = pytest.mark.disruptive
-
-
-def wait_for(predicate, timeout_s: float = 30, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_redis_killed_mid_test_requests_still_succeed(client, anonymous, stores):

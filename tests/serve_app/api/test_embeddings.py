@@ -127,17 +127,19 @@ def test_one_request_with_many_inputs_is_split_by_the_token_budget(client):
 @pytest.mark.parametrize(
     ("payload", "status", "code"),
     [
-        ({"input": []}, 422, "validation_error"),
-        ({"input": ""}, 422, "validation_error"),
-        ({"input": ["ok", ""]}, 422, "validation_error"),
-        ({"input": [1, 2, 3]}, 422, "validation_error"),
-        ({"input": [[1, 2], [3]]}, 422, "validation_error"),
-        ({"input": ["ok", 5]}, 422, "validation_error"),
-        ({"input": {"text": "x"}}, 422, "validation_error"),
-        ({"input": None}, 422, "validation_error"),
-        ({}, 422, "validation_error"),
-        ({"input": "x", "encoding_format": "int8"}, 422, "validation_error"),
-        ({"input": "x", "dimensions": 128}, 422, "validation_error"),
+        ({"input": []}, 400, "bad_request"),
+        ({"input": ""}, 400, "bad_request"),
+        ({"input": ["ok", ""]}, 400, "bad_request"),
+        ({"input": [[1, 2], []]}, 400, "bad_request"),
+        ({"input": [[101, 30522]]}, 400, "bad_request"),  # outside MiniLM's vocabulary
+        ({"input": [-1, 5]}, 400, "bad_request"),
+        ({"input": [True]}, 400, "bad_request"),
+        ({"input": ["ok", 5]}, 400, "bad_request"),
+        ({"input": {"text": "x"}}, 400, "bad_request"),
+        ({"input": None}, 400, "bad_request"),
+        ({}, 400, "bad_request"),
+        ({"input": "x", "encoding_format": "int8"}, 400, "bad_request"),
+        ({"input": "x", "dimensions": 128}, 400, "bad_request"),
         ({"input": "x", "model": "gpt-nope"}, 404, "model_not_found"),
         ({"input": "x", "model": "all-minilm-l6-v2-rerank"}, 400, "bad_request"),
         ({"input": ["x"] * 257}, 413, "payload_too_large"),
@@ -148,13 +150,24 @@ def test_bad_input_gets_the_error_shape_with_a_4xx(client, payload, status, code
     response = client.post("/v1/embeddings", json=payload)
     assert response.status_code == status, response.text
     error = response.json()["error"]
-    assert set(error) == {"type", "message", "code"}
+    assert {"type", "message", "code"} <= set(error) <= {"type", "message", "code", "param"}
     assert error["code"] == code and error["message"]
+
+
+def test_token_id_input_embeds_the_text_it_stands_for(client, reference):
+    """Token ids of the served model's vocabulary, as vLLM accepts them (one list, or a list of lists)."""
+    ids = reference.tokenizer("hello world", add_special_tokens=False)["input_ids"]
+    by_text = client.post("/v1/embeddings", json={"input": "hello world"}).json()["data"][0]["embedding"]
+    for payload in (ids, [ids, ids]):
+        response = client.post("/v1/embeddings", json={"input": payload})
+        assert response.status_code == 200, response.text
+        for item in response.json()["data"]:
+            np.testing.assert_allclose(item["embedding"], by_text, atol=1e-6)
 
 
 def test_invalid_json_and_oversized_bodies(client):
     response = client.post("/v1/embeddings", content=b'{"input": ', headers={"content-type": "application/json"})
-    assert response.status_code == 422 and "not valid JSON" in response.json()["error"]["message"]
+    assert response.status_code == 400 and "not valid JSON" in response.json()["error"]["message"]
     huge = b'{"input": "' + b"z" * (9 * 1024 * 1024) + b'"}'
     response = client.post("/v1/embeddings", content=huge, headers={"content-type": "application/json"})
     assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"

@@ -26,7 +26,7 @@ def test_openai_sdk_lists_models(cpu_app, admin_key):
     # each role's model, plus the test app's multiplexed ones (tests/conftest.py: Stores.multiplexed_models)
     assert ids == {"all-minilm-l6-v2", "all-minilm-l6-v2-rerank", "smollm2-135m-instruct", "hibari-tts",
                    "eduserve-moderation", "translator", "tiny-embed-a", "tiny-embed-b", "tiny-embed-c", "en-fr",
-                   "en-de"}
+                   "en-de", "lora-algebra"}
 
 
 def test_liveness_and_readiness_need_no_credentials(anonymous):
@@ -40,7 +40,7 @@ def test_liveness_and_readiness_need_no_credentials(anonymous):
             "redis": {"ok": True, "degraded": False},
             "embedder": {"ok": True, "primary": True},
             "reranker": {"ok": True, "primary": True},
-            "llm": {"ok": True, "primary": True},
+            "llm": {"ok": True, "primary": True, "fallback": True},
             "tts": {"ok": True, "primary": True},
             "safety": {"ok": True, "primary": True},
             "translator": {"ok": True, "primary": True},
@@ -51,4 +51,5 @@ def test_liveness_and_readiness_need_no_credentials(anonymous):
 def test_openapi_docs_are_served(anonymous):
     assert anonymous.get("/docs").status_code == 200
     spec = anonymous.get("/openapi.json").json()
-    assert {"/v1/embeddings", "/v1/rerank", "/v1/models", "/healthz", "/readyz"} <= set(spec["paths"])
+    assert {"/v1/embeddings", "/v1/rerank", "/v2/rerank", "/v1/models", "/v1/models/{model_id}",
+            "/v1/chat/completions", "/v1/completions", "/healthz", "/readyz"} <= set(spec["paths"])

@@ -51,12 +51,12 @@ def test_scores_do_not_depend_on_document_order(client):
 @pytest.mark.parametrize(
     ("payload", "status", "code"),
     [
-        ({"query": "q", "documents": []}, 422, "validation_error"),
-        ({"query": "", "documents": ["a"]}, 422, "validation_error"),
-        ({"query": "   ", "documents": ["a"]}, 422, "validation_error"),
-        ({"documents": ["a"]}, 422, "validation_error"),
-        ({"query": "q", "documents": [1]}, 422, "validation_error"),
-        ({"query": "q", "documents": ["a"], "top_n": 0}, 422, "validation_error"),
+        ({"query": "q", "documents": []}, 400, "bad_request"),
+        ({"query": "", "documents": ["a"]}, 400, "bad_request"),
+        ({"query": "   ", "documents": ["a"]}, 400, "bad_request"),
+        ({"documents": ["a"]}, 400, "bad_request"),
+        ({"query": "q", "documents": [1]}, 400, "bad_request"),
+        ({"query": "q", "documents": ["a"], "top_n": 0}, 400, "bad_request"),
         ({"query": "q", "documents": ["a"], "model": "nope"}, 404, "model_not_found"),
         ({"query": "q", "documents": ["a"], "model": "all-minilm-l6-v2"}, 400, "bad_request"),
         ({"query": "q", "documents": ["a"] * 1001}, 413, "payload_too_large"),
@@ -67,3 +67,26 @@ def test_bad_rerank_input(client, payload, status, code):
     response = client.post("/v1/rerank", json=payload)
     assert response.status_code == status, response.text
     assert response.json()["error"]["code"] == code
+
+
+def test_cohere_v2_shape(client):
+    """`POST /v2/rerank` as Cohere's v2 client calls it: results best first, billed units and tokens in `meta`."""
+    response = client.post("/v2/rerank", json={
+        "model": "all-minilm-l6-v2-rerank", "query": "Which part of the cell makes energy?", "documents": PASSAGES,
+        "top_n": 2})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [r["index"] for r in body["results"]][0] == 1 and len(body["results"]) == 2
+    assert body["meta"]["api_version"]["version"] == "2" and body["meta"]["billed_units"]["search_units"] == 1
+    assert body["meta"]["tokens"]["input_tokens"] > 0 and "document" not in body["results"][0]
+
+
+def test_cohere_v2_max_tokens_per_doc_cuts_each_document(client):
+    query = "Who wrote Romeo and Juliet?"
+    document = "Bananas are yellow fruit. " * 20 + PASSAGES[2]  # the answer comes after the first 100 tokens
+    whole = client.post("/v2/rerank", json={"query": query, "documents": [document]}).json()
+    cut = client.post("/v2/rerank", json={"query": query, "documents": [document], "max_tokens_per_doc": 20}).json()
+    assert cut["meta"]["tokens"]["input_tokens"] < whole["meta"]["tokens"]["input_tokens"]
+    assert cut["results"][0]["relevance_score"] != whole["results"][0]["relevance_score"]
+    bad = client.post("/v2/rerank", json={"query": query, "documents": [document], "max_tokens_per_doc": 0})
+    assert bad.status_code == 422
