@@ -17,33 +17,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from deployments.backends.llm_base import SamplingParams
+from deployments.backends.llm_base import SamplingParams, unhonoured_fields
 from deployments.llm_text import IncrementalDecoder, finish_reason, render_prompt, usage
 
 Generate = Callable[[list[int], SamplingParams], Awaitable[list[int]]]
 Stream = Callable[[list[int], SamplingParams], AsyncIterator[list[int]]]
 
-# Accepted because they never change what is generated.
-NEUTRAL = {"model", "user", "metadata", "store", "service_tier", "stream", "stream_options", "parallel_tool_calls"}
 SAMPLING = {"max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "seed", "n"}
-CHAT_FIELDS = NEUTRAL | SAMPLING | {"messages"}
-COMPLETION_FIELDS = NEUTRAL | SAMPLING | {"prompt"}
-# Accepted at these values only (what OpenAI does when they are left out).
-INERT_VALUES: dict[str, Callable[[Any], bool]] = {
-    "tools": lambda v: not v,
-    "tool_choice": lambda v: v == "none",
-    "functions": lambda v: not v,
-    "function_call": lambda v: v == "none",
-    "response_format": lambda v: isinstance(v, dict) and v.get("type") == "text",
-    "logprobs": lambda v: v is False or v == 0,
-    "top_logprobs": lambda v: v == 0,
-    "presence_penalty": lambda v: v == 0,
-    "frequency_penalty": lambda v: v == 0,
-    "logit_bias": lambda v: not v,
-    "echo": lambda v: v is False,
-    "best_of": lambda v: v == 1,
-    "suffix": lambda v: not v,
-}
+CHAT_FIELDS = SAMPLING | {"messages"}
+COMPLETION_FIELDS = SAMPLING | {"prompt"}
 
 
 class RequestRefused(ValueError):
@@ -142,14 +124,9 @@ class TokenLevelOpenAI:
         return prompts, params, [stop] if isinstance(stop, str) else list(stop), n
 
     def _refuse_unsupported(self, body: dict[str, Any], honoured: set[str]) -> None:
-        for name, value in body.items():
-            if value is None or name in honoured:
-                continue
-            inert = INERT_VALUES.get(name)
-            if inert is None or not inert(value):
-                raise RequestRefused(
-                    f"`{name}` is not supported by the {self.engine} engine serving this model right now "
-                    "(it needs the vLLM engine); leave it out or retry later", name)
+        for name in unhonoured_fields(body, honoured):
+            raise RequestRefused(f"`{name}` is not supported by the {self.engine} engine serving this model right "
+                                 "now (it needs the vLLM engine); leave it out or retry later", name)
 
     def _chat_prompt(self, messages: list[dict[str, Any]]) -> list[int]:
         plain = []

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -56,6 +56,37 @@ class LLMBackend(Protocol):
     # Optional, for engines that have them (vLLM): `async load_adapter(name, LoRAAdapter)` → the engine's
     # handle of a LoRA adapter; `async start()`, `shutdown()`, `async check_health()`; and `openai(kind, body)` /
     # `openai_stream(kind, body)`, an OpenAI serving layer of the engine's own.
+
+
+# OpenAI request fields that never change what is generated: every engine accepts them.
+NEUTRAL_FIELDS = frozenset({"model", "user", "metadata", "store", "service_tier", "stream", "stream_options",
+                            "parallel_tool_calls", "prompt_cache_key", "safety_identifier"})
+# Fields accepted, by an engine that does not honour them, only at these values (what OpenAI does without them).
+INERT_VALUES: dict[str, Callable[[Any], bool]] = {
+    "tools": lambda v: not v,
+    "tool_choice": lambda v: v == "none",
+    "functions": lambda v: not v,
+    "function_call": lambda v: v == "none",
+    "response_format": lambda v: isinstance(v, dict) and v.get("type") == "text",
+    "logprobs": lambda v: v is False or v == 0,
+    "top_logprobs": lambda v: v == 0,
+    "presence_penalty": lambda v: v == 0,
+    "frequency_penalty": lambda v: v == 0,
+    "logit_bias": lambda v: not v,
+    "echo": lambda v: v is False,
+    "best_of": lambda v: v == 1,
+    "suffix": lambda v: not v,
+    "modalities": lambda v: v == ["text"],
+}
+
+
+def unhonoured_fields(body: dict[str, Any], honoured: Iterable[str]) -> list[str]:
+    """The fields of an OpenAI request that an engine honouring `honoured` would silently ignore although they
+    ask for something (a 400 names them, never a 200 that ignores what was asked)."""
+    accepted = NEUTRAL_FIELDS | set(honoured)
+    return [name for name, value in body.items()
+            if value is not None and name not in accepted
+            and not (name in INERT_VALUES and INERT_VALUES[name](value))]
 
 
 def no_adapters(adapters: Sequence[Any] | None) -> None:

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from deployments.backends.llm_base import LoRAAdapter, SamplingParams
+from deployments.backends.llm_base import LoRAAdapter, SamplingParams, unhonoured_fields
 from deployments.common import DeviceInfo
 from deployments.spec import BackendSpec
 
@@ -164,11 +164,19 @@ class VLLMBackend:
         serving = self._serving[kind]
         model = ChatCompletionRequest if kind == "chat" else CompletionRequest
         try:
-            return serving, model.model_validate(body)
+            request = model.model_validate(body)
         except ValidationError as exc:
             return serving, _error(serving, ValueError(_validation_message(exc)))
         except _caller_errors() as exc:  # vLLM's own validators raise VLLMValidationError, not a ValueError
             return serving, _error(serving, exc)
+        # vLLM accepts unknown fields and only logs them; one that asks for something (`functions`, `audio`,
+        # `prediction`, ...) is refused here instead of answered as if it had not been sent.
+        ignored = unhonoured_fields(request.model_extra or {}, ())
+        if ignored:
+            return serving, serving.create_error_response(
+                f"`{ignored[0]}` is not supported by the vLLM engine serving this model; leave it out",
+                param=ignored[0]).model_dump()
+        return serving, request
 
     @staticmethod
     async def _create(kind: str, serving: Any, request: Any) -> Any:

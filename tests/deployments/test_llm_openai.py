@@ -61,6 +61,9 @@ async def test_text_completions_from_text_or_token_ids(layer):
     ("presence_penalty", 0.5),
     ("logit_bias", {"42": 10}),
     ("top_k", 5),  # a vLLM extension
+    ("functions", [{"name": "f", "parameters": {"type": "object"}}]),
+    ("modalities", ["text", "audio"]),
+    ("prediction", {"type": "content", "content": "x"}),
 ])
 async def test_what_it_cannot_honour_is_refused_with_a_400(layer, field, value):
     body = {"messages": QUESTION, "max_tokens": 5, field: value}
@@ -71,7 +74,8 @@ async def test_what_it_cannot_honour_is_refused_with_a_400(layer, field, value):
 
 async def test_inert_values_and_neutral_fields_are_accepted(layer):
     body = {"messages": QUESTION, "max_tokens": 3, "tools": [], "tool_choice": "none", "logprobs": False,
-            "response_format": {"type": "text"}, "presence_penalty": 0, "user": "u1", "metadata": {"a": "b"}}
+            "response_format": {"type": "text"}, "presence_penalty": 0, "user": "u1", "metadata": {"a": "b"},
+            "prompt_cache_key": "k", "safety_identifier": "s", "modalities": ["text"], "store": False}
     assert "choices" in await layer.openai("chat", body)
 
 

@@ -326,6 +326,30 @@ def test_bad_chat_requests(client, payload, status, code):
     assert routing["counts"].get("fault", 0) == faults and routing["breaker"] == "closed"
 
 
+@pytest.mark.parametrize(("field", "value"), [
+    ("functions", [{"name": "get_weather", "parameters": {"type": "object"}}]),  # the legacy form of tools
+    ("function_call", "auto"),
+    ("modalities", ["text", "audio"]),
+    ("audio", {"voice": "alloy", "format": "wav"}),
+    ("prediction", {"type": "content", "content": "Paris"}),
+    ("web_search_options", {}),
+])
+def test_fields_the_engine_would_ignore_are_refused_by_name(client, field, value):
+    for stream in (False, True):
+        response = client.post("/v1/chat/completions",
+                               json={"messages": QUESTION, "max_tokens": 3, "stream": stream, field: value})
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["param"] == field and field in response.json()["error"]["message"]
+
+
+def test_fields_that_do_not_change_the_answer_are_accepted(sdk):
+    answer = sdk.chat.completions.create(
+        model=MODEL, messages=QUESTION, max_tokens=3, store=False, metadata={"lesson": "geo"}, user="u1",
+        extra_body={"prompt_cache_key": "lesson-7", "safety_identifier": "h-42", "service_tier": "auto",
+                    "modalities": ["text"], "functions": []})
+    assert answer.choices[0].message.content
+
+
 def test_bad_requests_raise_the_sdks_bad_request_error(sdk):
     with pytest.raises(openai.BadRequestError) as raised:
         sdk.chat.completions.create(model=MODEL, messages=QUESTION, temperature=5)
