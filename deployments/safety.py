@@ -31,7 +31,7 @@ class Safety(ModelReplica):
     async def _batch(self, items: list[tuple[str, bool]]) -> list[dict[str, Any]]:
         self._inject_faults()
         texts = [text for text, _ in items]
-        model_scores = self.backend.scores(texts, injection=any(flag for _, flag in items))
+        model_scores = self.backend.scores(texts, injection=[flag for _, flag in items])
         reports = []
         for (text, injection), scores in zip(items, model_scores, strict=True):
             spans = find_pii(text)
