@@ -197,20 +197,17 @@ def main() -> None:
     results["vllm_http_safety_off"] = served("vllm", args.tokens, args.seconds, safety=False)
     print("CTranslate2 served (HTTP) ...", flush=True)
     results["ctranslate2_http"] = served("ctranslate2", args.tokens, args.seconds)
+    def ratio(run: str, baseline: str, level: int) -> float:
+        return round(results[run][f"{level}_streams"]["tokens_per_s"]
+                     / results[baseline][f"{level}_streams"]["tokens_per_s"], 2)
+
     results["ratios"] = {
         f"{level}_streams": {
-            "vllm_vs_ctranslate2_tokens_per_s": round(
-                results["vllm_http"][f"{level}_streams"]["tokens_per_s"]
-                / results["ctranslate2_http"][f"{level}_streams"]["tokens_per_s"], 2),
-            "served_vs_in_process_vllm_tokens_per_s": round(
-                results["vllm_http"][f"{level}_streams"]["tokens_per_s"]
-                / results["vllm_in_process"][f"{level}_streams"]["tokens_per_s"], 2),
-            "served_without_safety_vs_in_process_vllm_tokens_per_s": round(
-                results["vllm_http_safety_off"][f"{level}_streams"]["tokens_per_s"]
-                / results["vllm_in_process"][f"{level}_streams"]["tokens_per_s"], 2),
-            "compiled_vs_eager_in_process_tokens_per_s": round(
-                results["vllm_in_process_compiled"][f"{level}_streams"]["tokens_per_s"]
-                / results["vllm_in_process"][f"{level}_streams"]["tokens_per_s"], 2),
+            "vllm_vs_ctranslate2_tokens_per_s": ratio("vllm_http", "ctranslate2_http", level),
+            "served_vs_in_process_vllm_tokens_per_s": ratio("vllm_http", "vllm_in_process", level),
+            "served_without_safety_vs_in_process_vllm_tokens_per_s": ratio("vllm_http_safety_off", "vllm_in_process",
+                                                                           level),
+            "compiled_vs_eager_in_process_tokens_per_s": ratio("vllm_in_process_compiled", "vllm_in_process", level),
         }
         for level in LEVELS
     }
