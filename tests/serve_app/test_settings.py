@@ -166,3 +166,17 @@ def test_gpu_profile_declares_cpu_fallbacks_and_the_gpu_request_router():
         assert options["request_router_config"].request_router_class == "deployments.gpu_router:GpuAwareRequestRouter"
         assert options["max_queued_requests"] > 0  # saturation turns into an immediate fallback
         assert "autoscaling_config" in role.fallback.serve_options()
+
+
+def test_check_config_never_prints_store_passwords(monkeypatch, capsys):
+    from serve_app.cli import main
+
+    monkeypatch.setenv("DATABASE_URL", "postgresql://eduserve:pg-s3cret-pw@db.internal:5432/eduserve")
+    monkeypatch.setenv("REDIS_URL", "redis://:redis-s3cret-pw@cache.internal:6379/0")
+    assert main(["check-config", "--profile", "cpu"]) == 0
+    printed = capsys.readouterr()
+    assert "s3cret" not in printed.out + printed.err
+    assert '"database_url": "**********"' in printed.out  # set, and masked
+    settings = load_settings("cpu")
+    assert "s3cret" not in repr(settings) and "s3cret" not in str(settings.database_url)
+    assert settings.database_url.get_secret_value().endswith("@db.internal:5432/eduserve")
