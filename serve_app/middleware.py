@@ -155,6 +155,23 @@ class BodySizeLimitMiddleware:
         await response(scope, receive, send)
 
 
+class NulInUrlMiddleware:
+    """400 in the error shape for a path or query string holding a NUL character (`%00`): no route means one, and
+    PostgreSQL cannot store it. Request bodies are checked by the protocol models (protocol.common.RequestModel)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and ("\x00" in scope["path"] or b"%00" in scope.get("query_string", b"")):
+            routed = scope["path"].removeprefix(scope.get("root_path", ""))
+            code = ErrorCode.BAD_REQUEST if routed.startswith("/v1/") else ErrorCode.VALIDATION_ERROR
+            response = error_response(code, "the URL must not contain NUL characters (%00)")
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 def _header(scope: dict[str, Any], name: bytes) -> str | None:
     for key, value in scope.get("headers", []):
         if key == name:

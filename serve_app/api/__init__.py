@@ -15,7 +15,12 @@ from serve_app.api.v1 import chat as chat_v1
 from serve_app.api.v2 import admin, auth, content, documents
 from serve_app.api.v2 import chat as chat_v2
 from serve_app.errors import install_error_handlers
-from serve_app.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware
+from serve_app.middleware import (
+    BodySizeLimitMiddleware,
+    NulInUrlMiddleware,
+    RequestContextMiddleware,
+    SecurityHeadersMiddleware,
+)
 from serve_app.state import AppState
 
 API_VERSION = "0.1.0"
@@ -62,6 +67,7 @@ def create_api(state: AppState) -> FastAPI:
     upload_limit = state.settings.rag.max_document_bytes + 1024 * 1024
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=state.settings.limits.max_body_bytes,
                        path_limits={"/v2/documents/upload": max(upload_limit, state.settings.limits.max_body_bytes)})
+    app.add_middleware(NulInUrlMiddleware)
     app.add_middleware(SecurityHeadersMiddleware, hsts_max_age_s=http.hsts_max_age_s,
                        trust_forwarded_proto=http.trust_forwarded_proto)
     # Added last = runs first: the request id and timing cover everything below, including a 413.

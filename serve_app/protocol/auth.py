@@ -5,14 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
+
+from serve_app.protocol.common import StrictRequest
 
 Role = Literal["student", "teacher", "admin"]
 EMAIL_PATTERN = r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$"
 
 
-class StrictRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class RegisterRequest(StrictRequest):

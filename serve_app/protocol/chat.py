@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from serve_app.protocol.common import EngineRequest
+from serve_app.protocol.common import EngineRequest, StrictRequest
 
 
 class TextPart(BaseModel):
@@ -203,16 +203,12 @@ class CompletionRequest(GenerationRequest):
 # ---------------------------------------------------------------------------------------------- /v2/chat
 
 
-class SessionCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SessionCreate(StrictRequest):
     title: str = Field("", max_length=200)
     retrieval: bool = Field(False, description="ground answers in the caller's documents (RAG)")
 
 
-class MessageCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class MessageCreate(StrictRequest):
     content: str = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1)
     temperature: float = Field(0.7, ge=0.0, le=2.0)

@@ -8,7 +8,41 @@ import langcodes
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 
-class OpenAICompatibleRequest(BaseModel):
+def nul_location(value: Any, path: str = "") -> str | None:
+    """Where in a JSON value (a dotted path; "" for the value itself) a string or key holds a NUL character."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        where = f"{path}.{key}" if path else str(key)
+        if isinstance(key, str) and "\x00" in key:
+            return where
+        found = nul_location(item, where)
+        if found is not None:
+            return found
+    return None
+
+
+class RequestModel(BaseModel):
+    """Base of every request body. Text holding a NUL character (U+0000) is refused here, naming the field:
+    PostgreSQL cannot store one in text or jsonb, and no client means to send one."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul_characters(cls, data: Any) -> Any:
+        where = nul_location(data)
+        if where is not None:
+            raise ValueError(f"{where or 'body'}: text must not contain NUL characters (\\u0000)")
+        return data
+
+
+class StrictRequest(RequestModel):
+    """A request of our own (/v2): an unknown field is a mistake, refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class OpenAICompatibleRequest(RequestModel):
     """OpenAI clients add fields over time; unknown ones are ignored rather than rejected. An explicit `null` for a
     field means its default, as OpenAI treats it."""
 

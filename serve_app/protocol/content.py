@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from serve_app.protocol.common import LanguageTag, OpenAICompatibleRequest
+from serve_app.protocol.common import LanguageTag, OpenAICompatibleRequest, RequestModel, StrictRequest
 
 READING_LEVEL = r"^(?:grade (?:[1-9]|1[0-2])|[ABC][12])$"
 AudioFormat = Literal["wav", "pcm", "flac", "mp3"]
@@ -41,11 +41,7 @@ class ModerationResponse(BaseModel):
     results: list[ModerationResult]
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class SimplifyRequest(Strict):
+class SimplifyRequest(StrictRequest):
     text: str = Field(min_length=1, max_length=8000)
     reading_level: str | None = Field(None, pattern=READING_LEVEL,
                                       description="`grade 1`..`grade 12` or CEFR `A1`..`C2`; default: your profile's")
@@ -65,7 +61,7 @@ class SimplifyResponse(BaseModel):
     model: str
 
 
-class TranslateRequest(Strict):
+class TranslateRequest(StrictRequest):
     text: str = Field(min_length=1, max_length=8000)
     target_language: LanguageTag | None = Field(
         None, description="a code (`fr`, `pt-BR`) or a name (`French`); default: your profile's language")
@@ -80,13 +76,13 @@ class TranslateResponse(BaseModel):
     model: str
 
 
-class TTSRequest(Strict):
+class TTSRequest(StrictRequest):
     text: str = Field(min_length=1, max_length=100_000)
     voice: str | None = Field(None, description="default: your profile's voice, else the service default")
     speed: float = Field(1.0, ge=0.5, le=2.0)
 
 
-class Profile(BaseModel):
+class Profile(RequestModel):
     reading_level: str | None = Field(None, pattern=READING_LEVEL)
     preferred_language: LanguageTag | None = None
     voice: str | None = Field(None, max_length=40)
@@ -97,7 +93,7 @@ class ProfileOut(Profile):
     updated_at: datetime | None = None
 
 
-class ProgressEvent(Strict):
+class ProgressEvent(StrictRequest):
     kind: Literal["document_read", "quiz_score", "lesson_completed"]
     document_id: str | None = None
     topic: str | None = Field(None, max_length=200)

@@ -5,20 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
+
+from serve_app.protocol.common import StrictRequest
 
 MimeType = Literal["text/plain", "text/markdown"]
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class CollectionCreate(Strict):
+class CollectionCreate(StrictRequest):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{1,62}$", description="a course collection's name")
 
 
-class MemberAdd(Strict):
+class MemberAdd(StrictRequest):
     email: str
 
 
@@ -29,14 +27,14 @@ class CollectionOut(BaseModel):
     version: int = Field(description="bumped on every change (cache invalidation)")
 
 
-class DocumentIn(Strict):
+class DocumentIn(StrictRequest):
     title: str = Field(min_length=1, max_length=300)
     text: str = Field(min_length=1)
     mime_type: MimeType = "text/plain"
     source: str | None = Field(None, max_length=1000)
 
 
-class DocumentCreate(Strict):
+class DocumentCreate(StrictRequest):
     """One document (`title` + `text`) or a batch (`documents`)."""
 
     collection: str = Field(description="a course collection, or `private`")
@@ -101,7 +99,7 @@ class DocumentOut(BaseModel):
     chunk_list: list[ChunkOut] | None = None
 
 
-class SearchRequest(Strict):
+class SearchRequest(StrictRequest):
     query: str = Field(min_length=1, max_length=2000)
     collections: list[str] | None = Field(None, description="default: every collection the caller may read")
     top_k: int | None = Field(None, ge=1, le=50)

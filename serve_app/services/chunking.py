@@ -23,13 +23,15 @@ def extract_text(data: bytes, mime_type: str) -> str:
 
         try:
             reader = PdfReader(io.BytesIO(data))
-            pages = [page.extract_text() or "" for page in reader.pages]
+            pages = [(page.extract_text() or "").replace("\x00", "") for page in reader.pages]
         except (PdfReadError, ValueError, KeyError) as exc:
             raise ExtractionError(f"unreadable PDF: {exc}") from None
         text = "\n\n".join(p.strip() for p in pages if p.strip())
         if not text:
             raise ExtractionError("the PDF has no extractable text (scanned images are not supported)")
         return text
+    if b"\x00" in data:
+        raise ExtractionError("a text file must not contain NUL bytes (is it a binary file?)")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

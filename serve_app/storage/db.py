@@ -32,6 +32,23 @@ CONNECTION_ERRORS = (
 )
 
 
+# A value the database cannot take: the caller's input (a NUL in text, a number past bigint, text where a number
+# is due); asyncpg raises the client-side kind (an InterfaceError!) before sending, PostgreSQL the class-22 kind.
+INVALID_VALUE_ERRORS = (asyncpg.exceptions._base.DataError, asyncpg.DataError)
+
+
+def invalid_value(exc: Exception) -> EduserveError:
+    """400 for a value the database refused. Never the value itself in the message (it may be anything)."""
+    if isinstance(exc, asyncpg.CharacterNotInRepertoireError | asyncpg.UntranslatableCharacterError):
+        reason = "text must not contain NUL characters (\\u0000)"
+    elif isinstance(exc, asyncpg.NumericValueOutOfRangeError) or "out of" in str(exc) and "range" in str(exc):
+        reason = "a number is out of range"
+    else:
+        reason = "a value has the wrong form"
+    logger.info("database refused a value: %s", type(exc).__name__)
+    return EduserveError(ErrorCode.BAD_REQUEST, f"invalid request: {reason}")
+
+
 def unavailable() -> EduserveError:
     return EduserveError(ErrorCode.DATABASE_UNAVAILABLE, "the database is unavailable; retry shortly",
                          {"Retry-After": "5"})
@@ -90,6 +107,8 @@ class Database:
         try:
             async with self.pool.acquire(timeout=self.settings.connect_timeout_s) as conn:
                 yield conn
+        except INVALID_VALUE_ERRORS as exc:  # before CONNECTION_ERRORS: the client-side kind is an InterfaceError
+            raise invalid_value(exc) from None
         except CONNECTION_ERRORS as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             logger.warning("database connection failed: %s", self.last_error)
