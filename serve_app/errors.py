@@ -41,6 +41,8 @@ class ErrorCode(Enum):
     CONTEXT_LENGTH_EXCEEDED = ("context_length_exceeded", 400, "invalid_request_error")
     CONTENT_BLOCKED = ("content_blocked", 400, "invalid_request_error")
     UNKNOWN_VOICE = ("unknown_voice", 400, "invalid_request_error")
+    UNPROCESSABLE_INPUT = ("unprocessable_input", 422, "invalid_request_error")
+    MODEL_FAILED = ("model_failed", 503, "server_error")
     TIMEOUT = ("timeout", 504, "server_error")
     INTERNAL = ("internal", 500, "server_error")
 

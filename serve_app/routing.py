@@ -56,10 +56,23 @@ class Target:
         return self.spec.tier
 
 
+# What a model's code raises on an input it cannot take (a text the TTS cannot phonemise, ...): the request's
+# fault, not the replica's. It is a 422, it does not count against the breaker, and no other tier is tried.
+INPUT_ERRORS = (ValueError, TypeError, LookupError, OverflowError)
+
+
+def caused_by_input(exc: BaseException) -> bool:
+    return isinstance(exc, RayTaskError) and isinstance(getattr(exc, "cause", None), INPUT_ERRORS)
+
+
 def api_error(role: str, exc: BaseException) -> EduserveError:
-    """The API error for a model call that failed with `exc` (and had nowhere else to go)."""
+    """The API error for a model call that failed with `exc` (and had nowhere else to go). Never a 500: a model
+    that raised is a 422 when the input caused it, else a 503 with Retry-After (the replica is failing)."""
     if isinstance(exc, EduserveError):
         return exc
+    if caused_by_input(exc):
+        return EduserveError(ErrorCode.UNPROCESSABLE_INPUT,
+                             f"the {role} could not process this input ({type(exc.cause).__name__})")
     if isinstance(exc, BackPressureError):
         return EduserveError(ErrorCode.OVERLOADED, f"the {role} is at capacity; retry shortly", {"Retry-After": "1"})
     if isinstance(exc, TimeoutError):
@@ -68,7 +81,8 @@ def api_error(role: str, exc: BaseException) -> EduserveError:
         return EduserveError(
             ErrorCode.MODEL_UNAVAILABLE, f"the {role} is unavailable; retry shortly", {"Retry-After": "5"}
         )
-    return EduserveError(ErrorCode.INTERNAL, f"the {role} failed to process the request")
+    return EduserveError(ErrorCode.MODEL_FAILED, f"the {role} failed to process the request; retry shortly",
+                         {"Retry-After": "5"})
 
 
 class ModelRouter:
@@ -106,17 +120,24 @@ class ModelRouter:
             return await self._call_or_raise(self.primary, method, args, kwargs, timeout_s)
         reason = self._reason_to_skip_primary()
         if reason is None:
+            rejected: RayTaskError | None = None
             try:
                 async with await self._breaker():
                     self.inflight += 1
                     try:
                         result = await _call(self.primary, method, args, kwargs, self.policy.primary_timeout_s)
+                    except RayTaskError as exc:
+                        if not caused_by_input(exc):
+                            raise
+                        rejected = exc  # the input's fault: not the breaker's business
                     finally:
                         self.inflight -= 1
             except (OpenedState, BackPressureError, *PRIMARY_FAULTS) as exc:
                 reason = self._fallback_reason(exc)
             else:
                 self._record(self.primary, "primary")
+                if rejected is not None:
+                    raise api_error(self.role, rejected) from None
                 return result
         self._record(self.fallback, reason)
         return await self._call_or_raise(self.fallback, method, args, kwargs, timeout_s)
@@ -132,7 +153,7 @@ class ModelRouter:
         try:
             return await _call(target, method, args, kwargs, timeout_s)
         except (BackPressureError, *PRIMARY_FAULTS) as exc:
-            if isinstance(exc, RayTaskError):
+            if isinstance(exc, RayTaskError) and not caused_by_input(exc):
                 logger.error("%s %s failed: %s", self.role, target.name, exc)
             raise api_error(self.role, exc) from None
 
@@ -147,16 +168,24 @@ class ModelRouter:
             reason = self._reason_to_skip_primary()
             if reason is None:
                 chunks = None
+                rejected: RayTaskError | None = None
                 try:
                     async with await self._breaker():
                         chunks = _stream(self.primary, method, args, kwargs)
-                        first = await asyncio.wait_for(anext(chunks, _END), self.policy.primary_timeout_s)
+                        try:
+                            first = await asyncio.wait_for(anext(chunks, _END), self.policy.primary_timeout_s)
+                        except RayTaskError as exc:
+                            if not caused_by_input(exc):
+                                raise
+                            rejected = exc  # the input's fault: not the breaker's business
                 except (OpenedState, BackPressureError, *PRIMARY_FAULTS) as exc:
                     if chunks is not None:
                         chunks.cancel()
                     reason = self._fallback_reason(exc)
                 else:
                     self._record(self.primary, "primary")
+                    if rejected is not None:
+                        raise api_error(self.role, rejected) from None
                     if first is not _END:
                         yield first
                         async for chunk in _mapped(self.role, chunks):

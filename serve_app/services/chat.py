@@ -30,7 +30,8 @@ def model_error(result: dict[str, Any]) -> EduserveError:
         return EduserveError(ENGINE_STATUSES.get(code, ErrorCode.BAD_REQUEST), message, param=param)
     if code in ENGINE_STATUSES:
         return EduserveError(ENGINE_STATUSES[code], message, {"Retry-After": "5"})
-    return EduserveError(ErrorCode.INTERNAL, "the llm failed to process the request")
+    return EduserveError(ErrorCode.MODEL_FAILED, "the llm failed to process the request; retry shortly",
+                         {"Retry-After": "5"})
 
 
 def content_text(content: Any) -> str:

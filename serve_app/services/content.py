@@ -183,7 +183,9 @@ class ContentService:
 
     @staticmethod
     def tts_error(result: dict[str, Any]) -> EduserveError:
-        return EduserveError(ErrorCode.UNKNOWN_VOICE, result["error"]["message"])
+        unprocessable = result["error"].get("code") == "unprocessable_input"
+        return EduserveError(ErrorCode.UNPROCESSABLE_INPUT if unprocessable else ErrorCode.UNKNOWN_VOICE,
+                             result["error"]["message"])
 
     async def speech(self, principal: Principal, text: str, voice: str | None, speed: float) -> dict[str, Any]:
         text = await self.safety.check_input(principal, text)
@@ -203,6 +205,9 @@ class ContentService:
 
         async def audio():
             async for item in items:
+                if "error" in item:  # the audio is already flowing: it ends here (logged by the TTS replica)
+                    await items.aclose()
+                    return
                 yield item["audio"]
 
         return first["sample_rate"], audio()

@@ -120,7 +120,9 @@ def router(primary, fallback=None, **policy) -> ModelRouter:
     [
         (lambda: BackPressureError(num_queued_requests=4, max_queued_requests=4), ErrorCode.OVERLOADED),
         (ActorDiedError, ErrorCode.MODEL_UNAVAILABLE),
-        (lambda: RayTaskError("embed", "traceback", ValueError("boom")), ErrorCode.INTERNAL),
+        # the model raised: on the input's account (422) or its own (503 + Retry-After), never a 500
+        (lambda: RayTaskError("embed", "traceback", ValueError("boom")), ErrorCode.UNPROCESSABLE_INPUT),
+        (lambda: RayTaskError("embed", "traceback", RuntimeError("boom")), ErrorCode.MODEL_FAILED),
     ],
 )
 async def test_without_fallback_failures_become_api_errors(exc_factory, code):
@@ -250,8 +252,34 @@ async def test_stream_never_falls_back_after_the_first_chunk():
     with pytest.raises(EduserveError) as error:
         async for chunk in r.stream("generate", "p"):
             received.append(chunk)
-    assert received == ["g0", "g1"] and error.value.code is ErrorCode.INTERNAL
+    assert received == ["g0", "g1"] and error.value.code is ErrorCode.MODEL_FAILED
     assert fallback.calls["generate"] == 0
+
+
+async def test_an_input_the_model_cannot_take_is_a_422_that_neither_falls_back_nor_trips_the_breaker():
+    bad_input = failing(lambda: RayTaskError("embed", "tb", UnicodeEncodeError("ascii", "é", 0, 1, "no")))
+    primary, fallback = FakeHandle(bad_input), FakeHandle(answer("cpu"))
+    r = router(primary, fallback, breaker_failure_threshold=2)
+    for _ in range(5):
+        with pytest.raises(EduserveError) as error:
+            await r.call("embed", "x")
+        assert error.value.code is ErrorCode.UNPROCESSABLE_INPUT and error.value.code.status == 422
+    status = await r.status()
+    assert status["breaker"] == "closed" and fallback.calls["embed"] == 0 and "fault" not in status["counts"]
+
+
+async def test_a_stream_refused_for_its_input_does_not_trip_the_breaker():
+    async def refuse(method, *args):
+        raise RayTaskError("generate", "tb", ValueError("cannot phonemise"))
+        yield  # an async generator
+
+    primary, fallback = FakeHandle(None, refuse), FakeHandle(None, streaming("c"))
+    r = router(primary, fallback, breaker_failure_threshold=2)
+    for _ in range(3):
+        with pytest.raises(EduserveError) as error:
+            await collect(r.stream("generate", "p"))
+        assert error.value.code is ErrorCode.UNPROCESSABLE_INPUT
+    assert (await r.status())["breaker"] == "closed" and fallback.calls["generate"] == 0
 
 
 async def test_stream_from_a_healthy_primary():
