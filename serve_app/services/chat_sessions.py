@@ -2,7 +2,10 @@
 briefly in L1), answers streamed as server-sent events.
 
 A turn: the user's message is stored before generation starts; the answer is stored when it ends — as
-`completed`, `interrupted` (the client went away; the partial text is kept) or `error`.
+`completed`, `interrupted` (the client went away; the partial text is kept), `blocked` or `error`. The stream
+always ends with a `done` or an `error` event; an answer the database cannot take right now is kept and stored
+when it is back (retried for `chat.answer_store_retry_s`), and the stream says so with a `database_unavailable`
+error.
 """
 
 from __future__ import annotations
@@ -276,6 +279,8 @@ class ChatSessions:
         self, session_id: str, context: dict[str, Any], user_message_id: str, items: AsyncIterator[dict[str, Any]],
         guard: OutputGuard, sources: list[dict[str, Any]] | None = None,
     ) -> AsyncIterator[dict[str, str]]:
+        """The turn's events; the last is always `done` or `error`, whatever fails (the model, the safety filter,
+        the database), except when the client has gone (then the partial answer is stored as interrupted)."""
         parts: list[str] = []
         route = request_trace.headers()
         device = dict(route).get(b"x-eduserve-device", b"").decode() or None
@@ -286,53 +291,91 @@ class ChatSessions:
                 if "delta" in item:
                     parts.append(item["delta"])
                     yield {"event": "token", "data": json.dumps({"delta": item["delta"]})}
-                else:
-                    if refs and not CITATION.search("".join(parts)):
-                        # The model did not cite: list the sources it was given, so the answer stays traceable.
-                        footer = "\n\nSources: " + "; ".join(f"[{r['n']}] {r['title']}" for r in refs)
-                        parts.append(footer)
-                        yield {"event": "token", "data": json.dumps({"delta": footer})}
-                    usage = item["usage"]
-                    metadata = {"finish_reason": item["finish_reason"], "device": device}
-                    if refs is not None:
-                        metadata |= {"sources": refs, "grounded": True}
-                    message = await self._insert(
-                        session_id, "assistant", "".join(parts), "completed", usage["completion_tokens"], metadata,
-                    )
-                    finished = True
-                    await self._remember(session_id, context, message)
-                    done = {
-                        "message_id": message["id"], "user_message_id": user_message_id,
-                        "finish_reason": item["finish_reason"], "device": device,
-                        "usage": usage,
-                    }
-                    if refs is not None:
-                        done["sources"] = refs
-                    yield {"event": "done", "data": json.dumps(done)}
+                    continue
+                if refs and not CITATION.search("".join(parts)):
+                    # The model did not cite: list the sources it was given, so the answer stays traceable.
+                    footer = "\n\nSources: " + "; ".join(f"[{r['n']}] {r['title']}" for r in refs)
+                    parts.append(footer)
+                    yield {"event": "token", "data": json.dumps({"delta": footer})}
+                usage = item["usage"]
+                metadata = {"finish_reason": item["finish_reason"], "device": device}
+                if refs is not None:
+                    metadata |= {"sources": refs, "grounded": True}
+                answer = ("".join(parts), "completed", usage["completion_tokens"], metadata)
+                message = await self._store(session_id, context, *answer)
+                finished = True  # after, not before: a turn cancelled while storing is stored as interrupted
+                if message is None:  # generated and shown, but not stored yet: it will be when the database is back
+                    raise EduserveError(ErrorCode.DATABASE_UNAVAILABLE, "the answer could not be saved yet; it is "
+                                        "kept and saved when the database is back", {"Retry-After": "5"})
+                done = {
+                    "message_id": message["id"], "user_message_id": user_message_id,
+                    "finish_reason": item["finish_reason"], "device": device, "usage": usage,
+                }
+                if refs is not None:
+                    done["sources"] = refs
+                yield {"event": "done", "data": json.dumps(done)}
         except ContentBlocked as exc:
             # The answer tripped the filter: what was already shown is kept, marked blocked; the rest never left.
-            finished = True
             await items.aclose()
-            await self._insert(session_id, "assistant", "".join(parts), "blocked",
-                               metadata={"safety_category": exc.category})
+            if not finished:
+                finished = True
+                await self._store(session_id, context, "".join(parts), "blocked", None,
+                                  {"safety_category": exc.category})
             yield {"event": "error", "data": json.dumps(error_body(exc.code, exc.message))}
-        except EduserveError as exc:
-            finished = True
-            await self._insert(session_id, "assistant", "".join(parts), "error", metadata={"error": exc.code.code})
-            yield {"event": "error", "data": json.dumps(error_body(exc.code, exc.message))}
+        except Exception as exc:  # noqa: BLE001 - every started stream ends with an event
+            error = exc if isinstance(exc, EduserveError) else None
+            if error is None:
+                logger.exception("chat turn of session %s failed", session_id)
+                error = EduserveError(ErrorCode.MODEL_FAILED, "the answer failed; retry shortly")
+            if not finished:
+                finished = True
+                await self._store(session_id, context, "".join(parts), "error", None, {"error": error.code.code})
+            yield {"event": "error", "data": json.dumps(error_body(error.code, error.message))}
         finally:
             if not finished:
                 # The client left (or the server is stopping): keep what was generated, marked interrupted.
                 # Stored from a task of its own, so the cancellation of this one cannot cut the write short.
-                task = asyncio.get_running_loop().create_task(
-                    self._store_interrupted(session_id, context, "".join(parts))
-                )
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
+                self._in_background(self._store(session_id, context, "".join(parts), "interrupted", None, {}))
 
-    async def _store_interrupted(self, session_id: str, context: dict[str, Any], text: str) -> None:
+    async def _store(self, session_id: str, context: dict[str, Any], text: str, status: str,
+                     token_count: int | None, metadata: dict[str, Any]) -> dict[str, Any] | None:
+        """Store an answer, or (database unavailable) keep retrying in the background until it is stored or
+        `chat.answer_store_retry_s` has passed, and return None. Never raises: a turn always ends with an event."""
         try:
-            message = await self._insert(session_id, "assistant", text, "interrupted", metadata={})
-            await self._remember(session_id, context, message)
-        except Exception:
-            logger.exception("could not store the interrupted answer of session %s", session_id)
+            message = await self._insert(session_id, "assistant", text, status, token_count, metadata)
+        except EduserveError as exc:
+            if exc.code is not ErrorCode.DATABASE_UNAVAILABLE:
+                logger.error("answer of session %s not stored: %s", session_id, exc.message)
+                return None
+            self._in_background(self._store_later(session_id, context, text, status, token_count, metadata))
+            return None
+        except Exception:  # noqa: BLE001 - logged; the turn still ends with its event
+            logger.exception("answer of session %s not stored", session_id)
+            return None
+        await self._remember(session_id, context, message)
+        return message
+
+    async def _store_later(self, session_id: str, context: dict[str, Any], text: str, status: str,
+                           token_count: int | None, metadata: dict[str, Any]) -> None:
+        deadline = asyncio.get_running_loop().time() + self.settings.answer_store_retry_s
+        delay = 1.0
+        while asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 15.0)
+            try:
+                await self._insert(session_id, "assistant", text, status, token_count, metadata)
+            except EduserveError as exc:
+                if exc.code is ErrorCode.DATABASE_UNAVAILABLE:
+                    continue
+                logger.error("answer of session %s not stored: %s", session_id, exc.message)
+                return
+            logger.info("answer of session %s stored after the database came back", session_id)
+            await self.cache.delete(session_id)  # rebuilt from the database with the answer in place
+            return
+        logger.error("answer of session %s (%d chars) lost: the database stayed unavailable for %.0f s",
+                     session_id, len(text), self.settings.answer_store_retry_s)
+
+    def _in_background(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)

@@ -3,6 +3,7 @@ Retry-After on what needs it, then recovery without restarting anything)."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -49,3 +50,37 @@ def test_postgres_stopped_gives_503_with_retry_after_then_recovers(client, anony
     wait_for(lambda: client.post("/v1/embeddings", json={"input": "after"}).status_code == 200,
              what="the app to reconnect to PostgreSQL")
     assert anonymous.get("/readyz").status_code == 200
+
+
+def test_postgres_stopped_mid_turn_ends_the_stream_with_an_error_and_the_answer_is_stored_when_it_is_back(
+        client, stores):
+    session = client.post("/v2/chat", json={"title": "outage"}).json()
+    events: list[tuple[str | None, dict]] = []
+    name = None
+    with client.stream("POST", f"/v2/chat/{session['id']}/messages", json={
+            "content": "Explain in detail, step by step, how the water cycle works.", "max_tokens": 300,
+            "temperature": 0}) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line.startswith("event:"):
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("data:"):
+                events.append((name, json.loads(line.split(":", 1)[1])))
+                if len(events) == 1:
+                    stores.postgres.stop()  # the user's message is stored; the answer is on its way
+    try:
+        kinds = [kind for kind, _ in events]
+        assert kinds[-1] == "error" and set(kinds[:-1]) == {"token"}  # never cut off without an end event
+        assert events[-1][1]["error"]["code"] == "database_unavailable"
+        shown = "".join(data["delta"] for kind, data in events if kind == "token")
+    finally:
+        stores.postgres.start()
+
+    def stored() -> list[dict]:
+        response = client.get(f"/v2/chat/{session['id']}")
+        return response.json()["messages"] if response.status_code == 200 else []
+
+    wait_for(lambda: len(stored()) == 2, what="the kept answer to be stored once PostgreSQL is back", timeout_s=60)
+    user, answer = stored()
+    assert user["role"] == "user" and answer["role"] == "assistant"
+    assert answer["status"] == "completed" and answer["content"] == shown
