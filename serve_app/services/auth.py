@@ -165,16 +165,25 @@ class AuthService:
         raise unauthorized("refresh token already used; all sessions of this sign-in were revoked")
 
     async def logout(self, principal: Principal, refresh_token: str | None) -> None:
-        if principal.kind == "user" and principal.expires_at:
-            ttl = max(1, principal.expires_at - int(time.time()))
-            await self.denylist.set(principal.credential_id, True, ttl)
-        if refresh_token:
-            async with self.db.connection() as conn:
+        """Revoke the access token (and the refresh token's family) in PostgreSQL, the durable record, then in
+        the cache. With the database down this fails (503) rather than report a sign-out that would not hold."""
+        async with self.db.transaction() as conn:
+            if principal.kind == "user" and principal.expires_at:
+                await conn.execute(
+                    "INSERT INTO revoked_tokens (jti, user_id, expires_at) VALUES ($1, $2, to_timestamp($3))"
+                    " ON CONFLICT (jti) DO NOTHING",
+                    principal.credential_id, uuid.UUID(principal.user_id), float(principal.expires_at),
+                )
+                await conn.execute("DELETE FROM revoked_tokens WHERE expires_at < now() - interval '1 minute'")
+            if refresh_token:
                 await conn.execute(
                     "UPDATE refresh_tokens SET revoked_at = now() WHERE revoked_at IS NULL AND family_id ="
                     " (SELECT family_id FROM refresh_tokens WHERE token_hash = $1 AND user_id = $2)",
                     hash_secret(refresh_token), uuid.UUID(principal.user_id),
                 )
+        if principal.kind == "user" and principal.expires_at:
+            ttl = max(1, principal.expires_at - int(time.time()))
+            await self.denylist.set(principal.credential_id, True, ttl)
 
     # ------------------------------------------------------------------ API keys
 
@@ -202,12 +211,18 @@ class AuthService:
         if prefix is not None:
             return await self._authenticate_api_key(credential, prefix)
         claims = self.tokens.decode_access(credential)
-        if await self.denylist.get(claims.token_id):
+        if await self.denylist.get(claims.token_id):  # the cache: a fast no, never the only record
             raise unauthorized("this token was signed out")
-        async with self.db.connection() as conn:
-            role = await conn.fetchval("SELECT role FROM users WHERE id = $1", uuid.UUID(claims.subject))
-        if role is None:
+        async with self.db.connection() as conn:  # the database down: 503, never a signed-out token let in
+            row = await conn.fetchrow(
+                "SELECT role, EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = $2) AS revoked FROM users"
+                " WHERE id = $1", uuid.UUID(claims.subject), claims.token_id,
+            )
+        if row is None:
             raise unauthorized("the account no longer exists")
+        if row["revoked"]:
+            raise unauthorized("this token was signed out")
+        role = row["role"]
         # The role comes from the database, not the token: a demotion applies at once.
         return Principal(claims.subject, role, "user", claims.token_id, claims.expires_at)
 
