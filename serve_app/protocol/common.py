@@ -8,18 +8,22 @@ import langcodes
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 
-def nul_location(value: Any, path: str = "") -> str | None:
-    """Where in a JSON value (a dotted path; "" for the value itself) a string or key holds a NUL character."""
-    if isinstance(value, str):
-        return path if "\x00" in value else None
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-    for key, item in items:
-        where = f"{path}.{key}" if path else str(key)
-        if isinstance(key, str) and "\x00" in key:
-            return where
-        found = nul_location(item, where)
-        if found is not None:
-            return found
+def nul_location(value: Any) -> str | None:
+    """Where in a JSON value (a dotted path; "" for the value itself) a string or key holds a NUL character.
+    Iterative: a deeply nested body cannot exhaust the stack."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return path
+            continue
+        children = item.items() if isinstance(item, dict) else enumerate(item) if isinstance(item, list) else ()
+        for key, child in children:
+            where = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and "\x00" in key:
+                return where
+            stack.append((where, child))
     return None
 
 
