@@ -44,7 +44,9 @@ async def _login_fields(request: Request) -> LoginRequest:
             return LoginRequest(email=str(form.get("username", "")), password=str(form.get("password", "")))
         return LoginRequest.model_validate_json(await request.body())
     except ValidationError as exc:
-        fields = ", ".join(".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors())
+        # Field names only, never values; a whole-body check (NUL characters) says what it found in its message.
+        fields = ", ".join(".".join(str(p) for p in e["loc"]) or e["msg"].removeprefix("Value error, ")
+                           for e in exc.errors())
         raise EduserveError(ErrorCode.VALIDATION_ERROR, f"invalid login request: {fields}") from None
 
 
