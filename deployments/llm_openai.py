@@ -124,9 +124,10 @@ class TokenLevelOpenAI:
         return prompts, params, [stop] if isinstance(stop, str) else list(stop), n
 
     def _refuse_unsupported(self, body: dict[str, Any], honoured: set[str]) -> None:
-        for name in unhonoured_fields(body, honoured):
-            raise RequestRefused(f"`{name}` is not supported by the {self.engine} engine serving this model right "
-                                 "now (it needs the vLLM engine); leave it out or retry later", name)
+        ignored = unhonoured_fields(body, honoured)
+        if ignored:
+            raise RequestRefused(f"`{ignored[0]}` is not supported by the {self.engine} engine serving this model "
+                                 "right now (it needs the vLLM engine); leave it out or retry later", ignored[0])
 
     def _chat_prompt(self, messages: list[dict[str, Any]]) -> list[int]:
         plain = []

@@ -61,10 +61,6 @@ class ChatMessage(BaseModel):
             return ""
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
 
-    def as_model_message(self) -> dict[str, str]:
-        """A plain (role, content) message, for what builds its own prompts (the /v2 features)."""
-        return {"role": "system" if self.role == "developer" else self.role, "content": self.text()}
-
 
 class StreamOptions(BaseModel):
     include_usage: bool | None = False
@@ -141,6 +137,10 @@ class GenerationRequest(EngineRequest):
             raise ValueError("at most 4 non-empty stop strings")
         return value
 
+    def texts(self) -> list[str]:
+        """The request's texts, for the service's length limits."""
+        raise NotImplementedError
+
     def constrained(self) -> bool:
         """Whether the answer must follow a format (JSON, a grammar): the safety pipeline then never rewrites it."""
         extra = self.model_extra or {}
@@ -170,6 +170,15 @@ class ChatCompletionRequest(GenerationRequest):
     def token_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
+    def texts(self) -> list[str]:
+        """Each message's text, in order."""
+        return [message.text() for message in self.messages]
+
+
+def prompt_items(prompt: Any) -> list[Any]:
+    """A completion `prompt` as one item per prompt: a text, texts, token ids, or lists of token ids."""
+    return prompt if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int) else [prompt]
+
 
 class CompletionRequest(GenerationRequest):
     """Legacy text completion: the prompt is continued as is, with no chat template."""
@@ -184,17 +193,18 @@ class CompletionRequest(GenerationRequest):
     @field_validator("prompt")
     @classmethod
     def _not_empty(cls, value: Any) -> Any:
-        items = value if isinstance(value, list) and value and not isinstance(value[0], int) else [value]
         if not value or any((isinstance(i, str) and not i.strip()) or (isinstance(i, list) and not i)
-                            for i in items):
+                            for i in prompt_items(value)):
             raise ValueError("must not be empty")
         return value
 
+    def prompts(self) -> list[str | list[int]]:
+        """One item per prompt: a text or token ids."""
+        return prompt_items(self.prompt)
+
     def texts(self) -> list[str]:
         """The prompt's texts (token-id prompts have none to check)."""
-        if isinstance(self.prompt, str):
-            return [self.prompt]
-        return [p for p in self.prompt if isinstance(p, str)]
+        return [p for p in self.prompts() if isinstance(p, str)]
 
     def token_limit(self) -> int | None:
         return self.max_tokens

@@ -34,13 +34,6 @@ def model_error(result: dict[str, Any]) -> EduserveError:
                          {"Retry-After": "5"})
 
 
-def content_text(content: Any) -> str:
-    """A message's text: the string, or its text parts joined."""
-    if isinstance(content, list):
-        return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
-    return content or ""
-
-
 class ChatService:
     def __init__(self, router: ModelRouter, catalog: ModelCatalog, settings: ChatSettings):
         self.router = router
@@ -88,17 +81,13 @@ class ChatService:
             "history_token_budget": history_token_budget,
         }
 
-    def openai_body(self, kind: str, body: dict[str, Any], model: str, token_limit: int | None) -> dict[str, Any]:
-        """The engine's request for /v1: the served name the engine knows, the service's limits and defaults
-        (max_tokens; the tutor system prompt when a chat has no system message)."""
+    def openai_body(self, kind: str, body: dict[str, Any], texts: list[str], model: str,
+                    token_limit: int | None) -> dict[str, Any]:
+        """The engine's request for /v1: the served name the engine knows, the service's limits (on `texts`, the
+        request's messages or prompts) and defaults (max_tokens; the tutor system prompt when a chat has none)."""
         limit = self.settings.max_tokens_limit
         if token_limit is not None and token_limit > limit:
             raise EduserveError(ErrorCode.BAD_REQUEST, f"max_tokens: at most {limit}", param="max_tokens")
-        if kind == "chat":
-            texts = [content_text(m.get("content")) for m in body["messages"]]
-        else:
-            prompt = body["prompt"]
-            texts = [prompt] if isinstance(prompt, str) else [p for p in prompt if isinstance(p, str)]
         for index, text in enumerate(texts):
             if len(text) > self.settings.max_message_chars:
                 what = f"message {index}" if kind == "chat" else f"prompt {index}"

@@ -11,6 +11,7 @@ redacts personal data, and records every block (with the request id) in `safety_
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import uuid
@@ -151,12 +152,13 @@ class SafetyService:
         """A whole OpenAI answer with each choice's text checked: redacted where needed (unless `rewrite` is False,
         for answers constrained to a format), emptied with `finish_reason: content_filter` where blocked (as
         OpenAI marks filtered choices)."""
+        texts = []  # (choice, the dict holding its text, that text's key), for the choices that have text
         for choice in answer.get("choices", []):
             holder, key = (choice.get("message") or {}, "content") if kind == "chat" else (choice, "text")
-            text = holder.get(key)
-            if not text:
-                continue
-            checked, blocked = await self.check_output(principal, text, rewrite)
+            if holder.get(key):
+                texts.append((choice, holder, key))
+        checks = await asyncio.gather(*(self.check_output(principal, holder[key], rewrite) for _, holder, key in texts))
+        for (choice, holder, key), (checked, blocked) in zip(texts, checks, strict=True):
             holder[key] = checked
             if blocked:
                 choice["finish_reason"] = "content_filter"

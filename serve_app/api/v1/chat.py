@@ -59,19 +59,15 @@ async def create_completion(request: CompletionRequest, principal: CurrentPrinci
 async def _generate(state: AppState, principal: Principal, kind: str, request: GenerationRequest,
                     body: dict[str, Any]):
     served = state.catalog.resolve("llm", request.model)
-    body = state.chat.openai_body(kind, body, served.name, request.token_limit())
+    body = state.chat.openai_body(kind, body, request.texts(), served.name, request.token_limit())
     rewrite = not request.constrained()  # a JSON answer is checked, never redacted into invalid JSON
     if not request.stream:
         answer = await state.chat.openai(kind, body, served.multiplexed_id)
         return JSONResponse(await state.safety.check_choices(principal, kind, answer, rewrite))
     chunks = await state.chat.openai_stream(kind, body, served.multiplexed_id)
-    prompts = 1 if kind == "chat" else _prompt_count(body["prompt"])
+    prompts = len(request.prompts()) if isinstance(request, CompletionRequest) else 1
     guarded = state.safety.choices_guard(principal, kind, prompts * request.n, rewrite).stream(chunks)
     return EventSourceResponse(_events(guarded, chunks), ping=15)
-
-
-def _prompt_count(prompt: Any) -> int:
-    return len(prompt) if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int) else 1
 
 
 async def _events(chunks: AsyncIterator[dict[str, Any]], source: AsyncIterator[Any]) -> AsyncIterator[dict[str, str]]:
