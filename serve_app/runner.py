@@ -24,7 +24,7 @@ import yaml
 from pydantic import SecretStr
 
 from serve_app.settings import ConfigError, Settings, load_settings
-from serve_app.storage.embedded import EmbeddedPostgres, EmbeddedRedis
+from serve_app.storage.embedded import EmbeddedPostgres, EmbeddedRedis, StoreSupervisor
 
 APP_IMPORT_PATH = "serve_app.app:build_app"
 DASHBOARD = "http://127.0.0.1:8265"
@@ -148,6 +148,7 @@ def run_service(config_path: Path, profile: str | None, num_cpus: int | None, re
 
     stopping = False
     embedded: list[Any] = []
+    supervisor = StoreSupervisor(embedded, settings.storage.supervise_interval_s)  # restarts what we started
 
     def _on_term(signum, frame):  # SIGTERM behaves like Ctrl-C: stop what we started
         raise KeyboardInterrupt
@@ -156,6 +157,7 @@ def run_service(config_path: Path, profile: str | None, num_cpus: int | None, re
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored (a bg job)
     try:
         settings = _start_embedded_stores(settings, env, embedded)
+        supervisor.start()
         demo = asyncio.run(ensure_demo_credentials(settings))
         _say(f"starting Ray (RAY_AUTH_MODE={env['RAY_AUTH_MODE']})")
         # Own session: a Ctrl-C in the terminal reaches this process only, which then stops Ray with `ray stop`.
@@ -182,6 +184,7 @@ def run_service(config_path: Path, profile: str | None, num_cpus: int | None, re
         # A second Ctrl-C must not cut the cleanup short (and `ray stop` inherits the ignore).
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         subprocess.run([_bin("ray"), "stop"], env=env, capture_output=True)
+        supervisor.stop()
         for store in reversed(embedded):
             store.stop()
         _say(("Ray" + (" and the embedded stores" if embedded else "")) + " stopped"

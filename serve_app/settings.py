@@ -114,6 +114,9 @@ class StorageSettings(StrictModel):
     reconnect_interval_s: float = Field(2.0, gt=0, description="how often to retry a database that is down")
     redis_timeout_s: float = Field(0.5, gt=0, description="socket timeout: a stuck Redis must not stall requests")
     redis_retry_after_s: float = Field(5.0, gt=0, description="after a Redis failure, skip it for this long")
+    supervise_interval_s: float = Field(
+        2.0, gt=0, description="how often embedded stores are checked, and restarted on their address if they died"
+    )
     l1_max_items: int = Field(10_000, ge=1)
     l1_ttl_s: float = Field(30.0, gt=0, description="upper bound on how long the in-process cache keeps a key")
 

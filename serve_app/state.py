@@ -27,6 +27,7 @@ from serve_app.services.safety import SafetyService
 from serve_app.settings import Settings
 from serve_app.storage.cache import RedisLink, TieredCache
 from serve_app.storage.db import Database
+from serve_app.storage.embedded import EmbeddedPostgres, EmbeddedRedis, StoreSupervisor
 
 logger = logging.getLogger("ray.serve.eduserve.ingress")
 
@@ -65,20 +66,25 @@ class AppState:
         self.safety: SafetyService
         self.profiles: ProfileService
         self.content: ContentService
+        self.supervisor: StoreSupervisor | None = None  # of the embedded stores, when this replica started them
 
     async def startup(self) -> None:
         database_url, redis_url = (url.get_secret_value() if url is not None else None
                                    for url in (self.settings.database_url, self.settings.redis_url))
-        if database_url is None or redis_url is None:
-            # Plain `serve run` without DATABASE_URL/REDIS_URL: start (or reuse) the embedded servers here.
-            from serve_app.storage.embedded import EmbeddedPostgres, EmbeddedRedis
-
-            data_dir = self.settings.data_dir
-            if database_url is None:
-                database_url = await asyncio.to_thread(EmbeddedPostgres(data_dir).start)
-            if redis_url is None:
-                redis_url = await asyncio.to_thread(EmbeddedRedis(data_dir).start)
         storage = self.settings.storage
+        if database_url is None or redis_url is None:
+            # Plain `serve run` without DATABASE_URL/REDIS_URL: start (or reuse) the embedded servers here, and
+            # keep them running.
+            data_dir = self.settings.data_dir
+            embedded: list[Any] = []
+            if database_url is None:
+                embedded.append(EmbeddedPostgres(data_dir))
+                database_url = await asyncio.to_thread(embedded[-1].start)
+            if redis_url is None:
+                embedded.append(EmbeddedRedis(data_dir))
+                redis_url = await asyncio.to_thread(embedded[-1].start)
+            self.supervisor = StoreSupervisor(embedded, storage.supervise_interval_s)
+            self.supervisor.start()
         self.db = Database(database_url, storage)
         self.redis = RedisLink(redis_url, storage)
         self.cache = TieredCache(self.redis, storage, "cache")
@@ -102,6 +108,8 @@ class AppState:
             logger.error("starting without the database: %s", self.db.last_error)
 
     async def shutdown(self) -> None:
+        if self.supervisor is not None:
+            await asyncio.to_thread(self.supervisor.stop)
         await self.db.close()
         await self.redis.close()
 

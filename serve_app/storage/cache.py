@@ -15,6 +15,9 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from cachetools import TLRUCache
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from serve_app import metrics
@@ -34,6 +37,10 @@ class RedisLink:
             socket_timeout=settings.redis_timeout_s,
             socket_connect_timeout=settings.redis_timeout_s,
             health_check_interval=30,
+            # A pooled connection that a restarted server closed fails once; the retry runs on a fresh one, so a
+            # Redis that is back is not marked down again. A server still down refuses the retry at once, and a
+            # stuck one (a timeout) is never waited out twice.
+            retry=Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,)),
         )
         self.down_until = 0.0
         self.last_error: str | None = None

