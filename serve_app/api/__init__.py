@@ -21,6 +21,7 @@ from serve_app.middleware import (
     RequestContextMiddleware,
     SecurityHeadersMiddleware,
 )
+from serve_app.protocol.common import ERROR_RESPONSES
 from serve_app.state import AppState
 
 API_VERSION = "0.1.0"
@@ -40,6 +41,7 @@ def create_api(state: AppState) -> FastAPI:
         version=API_VERSION,
         description="Model serving for an AI learning assistant: OpenAI-compatible /v1 and product /v2 routes.",
         lifespan=lifespan,
+        responses=ERROR_RESPONSES,
     )
     app.state.eduserve = state
     install_error_handlers(app)

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 import langcodes
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+_FIELD_NAME = re.compile(r"[A-Za-z0-9_\-]{1,64}")
+
+
+def _path_part(key: Any) -> str:
+    """A key as the message shows it: a field name or an index; any other key (the caller's own text) as `*`."""
+    text = str(key)
+    return text if _FIELD_NAME.fullmatch(text) else "*"
 
 
 def nul_location(value: Any) -> str | None:
@@ -20,7 +29,7 @@ def nul_location(value: Any) -> str | None:
             continue
         children = item.items() if isinstance(item, dict) else enumerate(item) if isinstance(item, list) else ()
         for key, child in children:
-            where = f"{path}.{key}" if path else str(key)
+            where = f"{path}.{_path_part(key)}" if path else _path_part(key)
             if isinstance(key, str) and "\x00" in key:
                 return where
             stack.append((where, child))
@@ -119,13 +128,20 @@ class Usage(BaseModel):
     total_tokens: int
 
 
-ERROR_RESPONSES = {
-    status: {"model": ErrorResponse, "description": description}
-    for status, description in {
-        404: "Unknown model",
-        413: "Too many inputs or an input too long",
-        422: "Malformed request",
-        503: "Model busy or unavailable",
-        504: "Model timed out",
+_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
+
+# What any route may answer besides its success, in the one error shape (documented once, for the whole app).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": description, **({"headers": _RETRY_AFTER} if retry else {})}
+    for status, (description, retry) in {
+        400: ("Invalid request (OpenAI-compatible /v1 routes), or a value the service cannot take", False),
+        401: ("Missing, invalid, expired or signed-out credential", False),
+        403: ("The credential's role may not do this", False),
+        404: ("Unknown model or resource", False),
+        413: ("Body, input or upload too large", False),
+        422: ("Malformed request (product /v2 routes), or an input the model cannot process", False),
+        429: ("Rate limited", True),
+        503: ("A model, the database or the engine is unavailable or busy", True),
+        504: ("A model timed out", False),
     }.items()
 }

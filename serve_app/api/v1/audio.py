@@ -5,14 +5,13 @@ import asyncio
 from fastapi import APIRouter, Response
 
 from serve_app.api.deps import CurrentPrincipal, State
-from serve_app.protocol.common import ERROR_RESPONSES
 from serve_app.protocol.content import SpeechRequest
 from serve_app.services.audio import CONTENT_TYPES, encode
 
 router = APIRouter(tags=["openai"])
 
 
-@router.post("/v1/audio/speech", responses={**ERROR_RESPONSES, 200: {"content": {t: {} for t in CONTENT_TYPES.values()}}})
+@router.post("/v1/audio/speech", responses={200: {"content": {t: {} for t in CONTENT_TYPES.values()}}})
 async def create_speech(body: SpeechRequest, principal: CurrentPrincipal, state: State):
     """OpenAI text to speech: audio in the requested format (default mp3, as OpenAI)."""
     state.catalog.resolve("tts", body.model)

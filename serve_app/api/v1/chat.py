@@ -15,7 +15,6 @@ from sse_starlette import EventSourceResponse
 from serve_app.api.deps import CurrentPrincipal, State
 from serve_app.errors import EduserveError, ErrorCode, error_body
 from serve_app.protocol.chat import ChatCompletionRequest, CompletionRequest, GenerationRequest
-from serve_app.protocol.common import ERROR_RESPONSES
 from serve_app.services.auth import Principal
 from serve_app.state import AppState
 
@@ -24,11 +23,9 @@ logger = logging.getLogger("ray.serve.eduserve.chat")
 
 STREAMED = {200: {"content": {"application/json": {}, "text/event-stream": {}},
                   "description": "the OpenAI object; with stream=true, server-sent events ending in `data: [DONE]`"}}
-RESPONSES = {400: ERROR_RESPONSES[422] | {"description": "Invalid request, or one the model cannot take"},
-             **{k: v for k, v in ERROR_RESPONSES.items() if k != 422}, **STREAMED}
 
 
-@router.post("/v1/chat/completions", responses=RESPONSES)
+@router.post("/v1/chat/completions", responses=STREAMED)
 async def create_chat_completion(request: ChatCompletionRequest, principal: CurrentPrincipal, state: State):
     """OpenAI chat completions, whole or streamed: tools and tool turns, `response_format` (json_object,
     json_schema), logprobs, `n`, penalties, `seed`, `stop`, usage, as vLLM serves them. A chat without a system
@@ -42,7 +39,7 @@ async def create_chat_completion(request: ChatCompletionRequest, principal: Curr
     return await _generate(state, principal, "chat", request, body)
 
 
-@router.post("/v1/completions", responses=RESPONSES)
+@router.post("/v1/completions", responses=STREAMED)
 async def create_completion(request: CompletionRequest, principal: CurrentPrincipal, state: State):
     """OpenAI (legacy) text completions, whole or streamed: the prompt (text, texts or token ids) is continued as
     is, without a chat template. Text prompts pass the safety pipeline."""

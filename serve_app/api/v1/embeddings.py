@@ -5,13 +5,12 @@ from fastapi.responses import JSONResponse
 from ray import serve
 
 from serve_app.api.deps import State
-from serve_app.protocol.common import ERROR_RESPONSES
 from serve_app.protocol.embeddings import EmbeddingRequest, EmbeddingResponse
 
 router = APIRouter(tags=["openai"])
 
 
-@router.post("/v1/embeddings", response_model=EmbeddingResponse, responses=ERROR_RESPONSES)
+@router.post("/v1/embeddings", response_model=EmbeddingResponse)
 async def create_embeddings(request: EmbeddingRequest, state: State):
     """Vectors for one text or a list of texts (OpenAI `embeddings.create`). `model` picks one of the served
     embedding models (several may share a replica); without it, Serve's `serve_multiplexed_model_id` header

@@ -6,14 +6,13 @@ from fastapi import APIRouter
 
 from serve_app.api.deps import CurrentPrincipal, State
 from serve_app.errors import EduserveError, ErrorCode
-from serve_app.protocol.common import ERROR_RESPONSES
 from serve_app.protocol.content import ModerationRequest, ModerationResponse
 from serve_app.services.safety import CATEGORY_NAMES
 
 router = APIRouter(tags=["openai"])
 
 
-@router.post("/v1/moderations", response_model=ModerationResponse, responses=ERROR_RESPONSES)
+@router.post("/v1/moderations", response_model=ModerationResponse)
 async def create_moderation(body: ModerationRequest, principal: CurrentPrincipal,
                             state: State):
     """OpenAI-shaped moderation, flagged by the caller's role thresholds. Categories: harassment (toxicity),

@@ -7,10 +7,9 @@ from fastapi import APIRouter, Response
 from serve_app.api.deps import State, require_role
 from serve_app.errors import EduserveError, ErrorCode
 from serve_app.protocol.auth import ApiKeyCreate, ApiKeyOut
-from serve_app.protocol.common import ERROR_RESPONSES
 from serve_app.services.auth import Principal
 
-router = APIRouter(prefix="/v2/admin", tags=["admin"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/v2/admin", tags=["admin"])
 Admin = Annotated[Principal, require_role("admin")]
 
 

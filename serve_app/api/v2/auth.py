@@ -13,9 +13,8 @@ from serve_app.protocol.auth import (
     TokenResponse,
     UserOut,
 )
-from serve_app.protocol.common import ERROR_RESPONSES
 
-router = APIRouter(prefix="/v2/auth", tags=["auth"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/v2/auth", tags=["auth"])
 
 LOGIN_BODY = {
     "requestBody": {

@@ -7,9 +7,8 @@ from sse_starlette import EventSourceResponse
 
 from serve_app.api.deps import CurrentPrincipal, State
 from serve_app.protocol.chat import MessageCreate, SessionCreate, SessionDetail, SessionList, SessionOut
-from serve_app.protocol.common import ERROR_RESPONSES
 
-router = APIRouter(prefix="/v2/chat", tags=["chat"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/v2/chat", tags=["chat"])
 
 
 @router.post("", status_code=201, response_model=SessionOut)

@@ -4,7 +4,6 @@ from fastapi import APIRouter, Response
 from fastapi.responses import StreamingResponse
 
 from serve_app.api.deps import CurrentPrincipal, State
-from serve_app.protocol.common import ERROR_RESPONSES
 from serve_app.protocol.content import (
     Profile,
     ProfileOut,
@@ -18,7 +17,7 @@ from serve_app.protocol.content import (
 )
 from serve_app.services.audio import STREAMING_DATA_SIZE, pcm16, wav_header
 
-router = APIRouter(tags=["content"], responses=ERROR_RESPONSES)
+router = APIRouter(tags=["content"])
 
 
 @router.post("/v2/content/simplify", response_model=SimplifyResponse)

@@ -9,7 +9,6 @@ from pydantic import ValidationError
 
 from serve_app.api.deps import CurrentPrincipal, State
 from serve_app.errors import EduserveError, ErrorCode
-from serve_app.protocol.common import ERROR_RESPONSES
 from serve_app.protocol.rag import (
     CollectionCreate,
     CollectionOut,
@@ -26,7 +25,7 @@ from serve_app.services.documents import DocumentInput, extraction_error
 from serve_app.services.rag import search_params
 from serve_app.state import AppState
 
-router = APIRouter(tags=["documents"], responses=ERROR_RESPONSES)
+router = APIRouter(tags=["documents"])
 UPLOAD_TYPES = {".pdf": "application/pdf", ".md": "text/markdown", ".markdown": "text/markdown", ".txt": "text/plain"}
 
 

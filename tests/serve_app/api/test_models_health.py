@@ -53,3 +53,11 @@ def test_openapi_docs_are_served(anonymous):
     spec = anonymous.get("/openapi.json").json()
     assert {"/v1/embeddings", "/v1/rerank", "/v2/rerank", "/v1/models", "/v1/models/{model_id}",
             "/v1/chat/completions", "/v1/completions", "/healthz", "/readyz"} <= set(spec["paths"])
+    # Every operation documents the one error shape, and 429/503 say when to retry.
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            assert {"401", "422", "429", "503"} <= set(responses), (method, path)
+            assert "Retry-After" in responses["429"]["headers"], (method, path)
+    error = spec["paths"]["/v1/embeddings"]["post"]["responses"]["400"]["content"]["application/json"]["schema"]
+    assert error == {"$ref": "#/components/schemas/ErrorResponse"}
