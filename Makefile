@@ -43,6 +43,7 @@ bench: models
 	$(BIN)/python bench/llm.py
 	$(BIN)/python bench/rag.py
 	$(BIN)/python bench/multiplex.py
+	$(BIN)/python bench/faults.py
 
 lint: install
 	$(BIN)/ruff check serve_app deployments tests bench

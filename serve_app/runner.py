@@ -8,7 +8,6 @@ gcs_server and a stale /tmp/ray/ray_current_cluster behind).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -95,9 +94,11 @@ def _wait_until_running(name: str, token: str | None, timeout_s: float) -> None:
             if status.get("status") == "RUNNING":
                 return
             if status.get("status") in ("DEPLOY_FAILED", "UNHEALTHY"):
-                details = status.get("message") or json.dumps(
-                    {d: info.get("message") for d, info in deployments.items()}, indent=2
-                )
+                # The application's message only names the failed deployments; theirs say why.
+                details = "\n".join([status.get("message") or ""] + [
+                    f"{d}: {info.get('message')}" for d, info in sorted(deployments.items())
+                    if info.get("status") in ("DEPLOY_FAILED", "UNHEALTHY")
+                ])
                 raise RuntimeError(f"application {name} failed to deploy:\n{details}")
         time.sleep(2)
     raise RuntimeError(f"application {name} not running after {timeout_s:.0f}s; see `serve status`")
