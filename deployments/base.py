@@ -199,7 +199,7 @@ class ModelReplica:
     def record_routing_stats(self) -> dict[str, Any]:
         """Polled by Serve for request routers (deployments/gpu_router.py)."""
         stats: dict[str, Any] = {"ongoing": self.ongoing, "device_degraded": self.device.degraded}
-        stats.update(read_gpu_stats(self.device.torch_device) or {})
+        stats.update(read_gpu_stats(self.device.torch_device, self.spec.num_gpus or 1.0) or {})
         return stats
 
     async def info(self) -> dict[str, Any]:
