@@ -19,6 +19,14 @@ def _half(device: DeviceInfo) -> dict[str, bool]:
     return {"use_fp16": device.dtype == "float16", "use_bf16": device.dtype == "bfloat16"}
 
 
+def _on_device(model, device: DeviceInfo):
+    """The model on the replica's device in its dtype. FlagEmbedding casts to half precision only inside its own
+    `encode`/`compute_score`, which we bypass, so `use_fp16` alone would leave the weights in fp32."""
+    import torch
+
+    return model.to(device.torch_device, dtype=getattr(torch, device.dtype)).eval()
+
+
 class FlagEmbeddingBackend:
     """Dense vectors from `BGEM3FlagModel` (model_class: m3, the default) or `FlagModel` (model_class: base)."""
 
@@ -47,10 +55,7 @@ class FlagEmbeddingBackend:
         self._m3 = model_class == "m3"
         self._device = device.torch_device
         self.tokenizer = self._flag.tokenizer
-        model = self._flag.model
-        model.to(self._device)
-        model.eval()
-        self._model = model
+        self._model = _on_device(self._flag.model, device)
         self._torch = torch
         self.dimensions = int(self._encoder().config.hidden_size)
 
@@ -94,7 +99,7 @@ class FlagRerankBackend:
             **options,
         )
         self.tokenizer = flag.tokenizer
-        self._model = flag.model.to(device.torch_device).eval()
+        self._model = _on_device(flag.model, device)
         self._device = device.torch_device
         self._torch = torch
 

@@ -91,3 +91,28 @@ def test_translation_splits_long_text_into_sentences_that_fit_the_model(tiny_mod
     assert len(paragraphs) == 3 and len(paragraphs[1]) > 1
     assert all(len(translator.tokenizer.encode(piece)) <= 24 for paragraph in paragraphs for piece in paragraph)
     assert " ".join(paragraphs[1]) == run_on + "."  # every word kept, in order
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_flag_backends_run_in_the_devices_half_precision(tiny_models, dtype):
+    """A GPU replica's dtype reaches the weights (FlagEmbedding casts only inside the `encode` we bypass); the
+    half-precision answers stay those of fp32. Run on CPU, where torch has both half types."""
+    import torch
+
+    from deployments.common import DeviceInfo
+
+    half = DeviceInfo(requested="cuda", kind="cpu", torch_device="cpu", dtype=dtype)
+    pairs = [("what is a cell", TEXTS[0]), ("capital", TEXTS[1]), ("q", TEXTS[2])]
+    spec = BackendSpec(backend="flag-reranker", model=str(tiny_models["cross_encoder"]))
+    reranker = RERANK_BACKENDS["flag-reranker"](spec, half)
+    assert {p.dtype for p in reranker._model.parameters()} == {getattr(torch, dtype)}
+    reference = make(RERANK_BACKENDS, "flag-reranker", tiny_models["cross_encoder"]).score(pairs)
+    np.testing.assert_allclose(reranker.score(pairs), reference, atol=0.02)
+
+    spec = BackendSpec(backend="flag-embedding", model=str(tiny_models["encoder"]), options={"model_class": "m3"})
+    embedder = EMBEDDING_BACKENDS["flag-embedding"](spec, half)
+    assert {p.dtype for p in embedder._model.parameters()} == {getattr(torch, dtype)}
+    vectors = embedder.encode(TEXTS)
+    assert vectors.dtype == np.float32
+    reference = make(EMBEDDING_BACKENDS, "flag-embedding", tiny_models["encoder"], model_class="m3").encode(TEXTS)
+    assert np.min(np.sum(vectors * reference, axis=1)) > 0.99
