@@ -17,6 +17,7 @@ from typing import Any
 
 from ray.serve.request_router import (
     FIFOMixin,
+    MultiplexMixin,
     PendingRequest,
     RequestRouter,
     RunningReplica,
@@ -67,8 +68,10 @@ def rank_replicas(
     return ranks
 
 
-class GpuAwareRequestRouter(FIFOMixin, RequestRouter):
-    """Configured per deployment with `request_router_config` (profile: `request_router`)."""
+class GpuAwareRequestRouter(FIFOMixin, MultiplexMixin, RequestRouter):
+    """Configured per deployment with `request_router_config` (profile: `request_router`). A request for a
+    multiplexed model goes to replicas that have it loaded first (then those with the fewest models, then any, as
+    Serve's own router does), ranked among themselves: without that, multiplexed models thrash between replicas."""
 
     def initialize_state(self, **kwargs: Any) -> None:
         self.thresholds = Thresholds(**kwargs)
@@ -79,6 +82,9 @@ class GpuAwareRequestRouter(FIFOMixin, RequestRouter):
         pending_request: PendingRequest | None = None,
     ) -> list[list[RunningReplica]]:
         thresholds = getattr(self, "thresholds", Thresholds())
+        if pending_request is not None and pending_request.metadata.multiplexed_model_id:
+            wanted = self.apply_multiplex_routing(pending_request=pending_request)
+            candidate_replicas = [r for r in candidate_replicas if r.replica_id in wanted]
         return rank_replicas(
             candidate_replicas,
             stats_of=lambda r: r.routing_stats or {},

@@ -126,3 +126,35 @@ def test_never_routes_to_an_overheating_replica_in_a_real_serve_app(cpu_app, tmp
         assert served[hot] == 0 and sum(served.values()) == 60
     finally:
         serve.delete("router-probe")
+
+
+@dataclass(frozen=True)
+class FakeMultiplexReplica(FakeReplica):
+    multiplexed_model_ids: frozenset = frozenset()
+    max_ongoing_requests: int = 8
+
+
+async def test_a_multiplexed_model_goes_to_the_replicas_that_have_it_loaded_ranked_among_themselves():
+    from ray.serve._private.common import DeploymentHandleSource, DeploymentID, RequestMetadata
+    from ray.serve.request_router import PendingRequest
+
+    router = GpuAwareRequestRouter(
+        deployment_id=DeploymentID(name="EmbedderGPU", app_name="test"), handle_source=DeploymentHandleSource.UNKNOWN
+    )
+    router.initialize_state()
+    replicas = [
+        FakeMultiplexReplica("idle-without", {"ongoing": 0}, frozenset({"other"})),
+        FakeMultiplexReplica("busy-with", {"ongoing": 3}, frozenset({"lora-a"})),
+        FakeMultiplexReplica("idle-with", {"ongoing": 1}, frozenset({"lora-a", "other"})),
+    ]
+    router.update_replicas(replicas)
+
+    def request(model_id: str) -> PendingRequest:
+        return PendingRequest(args=[], kwargs={}, metadata=RequestMetadata(
+            request_id="r", internal_request_id="i", multiplexed_model_id=model_id))
+
+    assert ids(await router.choose_replicas(replicas, request("lora-a"))) == [["idle-with"], ["busy-with"]]
+    # Not loaded anywhere: the replicas with the fewest models, so loading it evicts the least.
+    assert ids(await router.choose_replicas(replicas, request("lora-b"))) == [["idle-without"], ["busy-with"]]
+    # No model asked for: every replica, least loaded first.
+    assert ids(await router.choose_replicas(replicas)) == [["idle-without"], ["idle-with"], ["busy-with"]]
