@@ -23,7 +23,13 @@ import yaml
 from pydantic import SecretStr
 
 from serve_app.settings import ConfigError, Settings, load_settings
-from serve_app.storage.embedded import EmbeddedPostgres, EmbeddedRedis, StoreSupervisor
+from serve_app.storage.embedded import (
+    EmbeddedPostgres,
+    EmbeddedRedis,
+    EmbeddedStoresRefused,
+    StoreSupervisor,
+    refuse_beyond_one_machine,
+)
 
 APP_IMPORT_PATH = "serve_app.app:build_app"
 DASHBOARD = "http://127.0.0.1:8265"
@@ -133,6 +139,13 @@ def run_service(config_path: Path, profile: str | None, num_cpus: int | None, re
     from serve_app.bootstrap import ensure_demo_credentials
 
     config, app, settings = load_serve_config(config_path, profile)
+    missing = [name for name, url in (("DATABASE_URL", settings.database_url), ("REDIS_URL", settings.redis_url))
+               if url is None]
+    try:
+        refuse_beyond_one_machine(settings.ingress.num_replicas, 1, missing)  # `ray start --head`: one node
+    except EmbeddedStoresRefused as exc:
+        _say(f"error: {exc}")
+        return 1
     env = _ray_env()
     token = _ensure_token(env)
     if _ray_running(env):

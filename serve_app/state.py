@@ -27,9 +27,20 @@ from serve_app.services.safety import SafetyService
 from serve_app.settings import Settings
 from serve_app.storage.cache import RedisLink, TieredCache
 from serve_app.storage.db import Database
-from serve_app.storage.embedded import EmbeddedPostgres, EmbeddedRedis, StoreSupervisor
+from serve_app.storage.embedded import (
+    EmbeddedPostgres,
+    EmbeddedRedis,
+    StoreSupervisor,
+    refuse_beyond_one_machine,
+)
 
 logger = logging.getLogger("ray.serve.eduserve.ingress")
+
+
+def _alive_ray_nodes() -> int:
+    import ray
+
+    return sum(1 for node in ray.nodes() if node.get("Alive")) if ray.is_initialized() else 1
 
 
 class AppState:
@@ -75,6 +86,8 @@ class AppState:
         if database_url is None or redis_url is None:
             # Plain `serve run` without DATABASE_URL/REDIS_URL: start (or reuse) the embedded servers here, and
             # keep them running.
+            missing = [name for name, url in (("DATABASE_URL", database_url), ("REDIS_URL", redis_url)) if url is None]
+            refuse_beyond_one_machine(self.settings.ingress.num_replicas, _alive_ray_nodes(), missing)
             data_dir = self.settings.data_dir
             embedded: list[Any] = []
             if database_url is None:

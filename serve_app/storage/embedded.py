@@ -27,6 +27,22 @@ import fasteners
 logger = logging.getLogger("ray.serve.eduserve.storage")
 
 
+class EmbeddedStoresRefused(RuntimeError):
+    """Embedded stores asked for where they would split the service's data."""
+
+
+def refuse_beyond_one_machine(ingress_replicas: int, ray_nodes: int, missing: list[str]) -> None:
+    """Embedded servers live in one machine's data directory. With several ingress replicas (which may land on
+    different nodes) or several nodes, each would find or start its own and split users, chats and limits."""
+    if ingress_replicas <= 1 and ray_nodes <= 1:
+        return
+    spread = f"{ingress_replicas} ingress replicas" if ingress_replicas > 1 else f"a {ray_nodes}-node Ray cluster"
+    raise EmbeddedStoresRefused(
+        f"embedded PostgreSQL/Redis serve one machine, not {spread}: set {' and '.join(missing)} to servers that "
+        "every node reaches (DATABASE_URL: PostgreSQL with pgvector; REDIS_URL: Redis)"
+    )
+
+
 def _lock(data_dir: Path, name: str) -> fasteners.InterProcessLock:
     data_dir.mkdir(parents=True, exist_ok=True)
     return fasteners.InterProcessLock(str(data_dir / f".{name}.lock"))

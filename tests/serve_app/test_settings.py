@@ -180,3 +180,26 @@ def test_check_config_never_prints_store_passwords(monkeypatch, capsys):
     settings = load_settings("cpu")
     assert "s3cret" not in repr(settings) and "s3cret" not in str(settings.database_url)
     assert settings.database_url.get_secret_value().endswith("@db.internal:5432/eduserve")
+
+
+@pytest.mark.parametrize(("replicas", "nodes", "named"), [(2, 1, "2 ingress replicas"), (1, 3, "a 3-node Ray cluster")])
+def test_embedded_stores_are_refused_beyond_one_machine(replicas, nodes, named):
+    from serve_app.storage.embedded import EmbeddedStoresRefused, refuse_beyond_one_machine
+
+    refuse_beyond_one_machine(1, 1, ["DATABASE_URL", "REDIS_URL"])  # one machine: allowed
+    with pytest.raises(EmbeddedStoresRefused, match=named) as refused:
+        refuse_beyond_one_machine(replicas, nodes, ["REDIS_URL"])
+    assert "set REDIS_URL to servers that every node reaches" in str(refused.value)
+
+
+def test_running_the_gpu_profile_without_store_urls_fails_at_once_with_the_clear_error(monkeypatch, tmp_path, capsys):
+    """Its two ingress replicas would each find or start their own embedded stores: refused before Ray starts."""
+    from serve_app.cli import main
+
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("EDUSERVE_DATA_DIR", str(tmp_path))
+    assert main(["run", "--profile", "gpu"]) == 1
+    out = capsys.readouterr().out
+    assert "not 2 ingress replicas: set DATABASE_URL and REDIS_URL" in out
+    assert not (tmp_path / "postgres").exists() and not (tmp_path / "redis").exists()
