@@ -18,6 +18,7 @@ from deployments.common import (
     LoadedBackend,
     apply_batch_settings,
     configure_threads,
+    default_models_dir,
     load_chain,
     run_in_token_budget,
     select_device,
@@ -85,7 +86,7 @@ class ModelReplica:
 
     def __init__(self, spec: DeploymentSpec, offline: bool = True, models_dir: str | None = None):
         self._configure(spec, offline, models_dir)
-        self._use(load_chain(spec.chain, self.factories, self.device, models_dir) if spec.chain else None)
+        self._use(load_chain(spec.chain, self.factories, self.device, self.models_dir) if spec.chain else None)
 
     def _configure(self, spec: DeploymentSpec, offline: bool, models_dir: str | None) -> None:
         """Everything but loading the model (deployments whose backends start asynchronously load after it)."""
@@ -95,7 +96,7 @@ class ModelReplica:
         self.device = select_device(spec.device)
         if self.device.degraded:
             logger.warning("%s: %s", spec.name, self.device.degraded_reason)
-        self.models_dir = models_dir
+        self.models_dir = models_dir or str(default_models_dir())  # unset: resolved on this replica's node
         self.config = ReplicaUserConfig.model_validate(spec.user_config())
         self.stats = BatchStats()
         self.ongoing = 0

@@ -171,10 +171,43 @@ class NoBackendLoaded(RuntimeError):
     pass
 
 
+def default_data_dir() -> Path:
+    """$EDUSERVE_DATA_DIR, else the user's data directory (`~/.local/share/eduserve`), on the machine that asks."""
+    if os.environ.get("EDUSERVE_DATA_DIR"):
+        return Path(os.environ["EDUSERVE_DATA_DIR"]).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "eduserve"
+
+
+def default_models_dir() -> Path:
+    """Prepared models on this node: $EDUSERVE_MODELS_DIR, else `<data dir>/models`. A replica calls it on its
+    own node: a path computed where the app was built may not exist (or mean the same) on a worker."""
+    if os.environ.get("EDUSERVE_MODELS_DIR"):
+        return Path(os.environ["EDUSERVE_MODELS_DIR"]).expanduser()
+    return default_data_dir() / "models"
+
+
+def _prepared_here(source: str, models_dir: str | Path | None) -> str:
+    """A `prepared:` source on this node, built now (once per node, under a file lock) when it is missing: a
+    replica on a node where `make models` never ran prepares what it needs instead of failing."""
+    models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
+    try:
+        return resolve_model_source(source, models_dir)
+    except ModelSourceError:
+        from deployments.prepare import prepare, prepared_name, preparer
+
+        name = prepared_name(source)
+        if name is None or preparer(name) is None:
+            raise
+        logger.warning("%s is not prepared on this node; preparing it in %s", source, models_dir)
+        prepare([name], models_dir)
+        return resolve_model_source(source, models_dir)
+
+
 def _resolve_prepared(spec: BackendSpec, models_dir: str | Path | None) -> BackendSpec:
     def resolve(value: Any) -> Any:
         if isinstance(value, str) and value.startswith("prepared:"):
-            return resolve_model_source(value, models_dir)
+            return _prepared_here(value, models_dir)
         return value
 
     return spec.model_copy(update={

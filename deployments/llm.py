@@ -85,7 +85,7 @@ class LLM(ModelReplica):
     async def __init__(self, spec: DeploymentSpec, offline: bool = True, models_dir: str | None = None):
         # Async: vLLM finishes starting (its OpenAI serving layer) on the replica's event loop.
         self._configure(spec, offline, models_dir)
-        self._use(await load_chain_async(spec.chain, self.factories, self.device, models_dir))
+        self._use(await load_chain_async(spec.chain, self.factories, self.device, self.models_dir))
         self.generation = GenerationStats()
         self.continuous_batching = hasattr(self.backend, "openai")
         self.openai_layer = self.backend if self.continuous_batching else TokenLevelOpenAI(

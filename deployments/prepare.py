@@ -10,10 +10,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import fasteners
 from tqdm import tqdm
 
 from deployments.common import PREPARED_MARKER, ModelSourceError, is_prepared, resolve_model_source
@@ -249,21 +251,28 @@ def prepared_name(source: str) -> str | None:
     return source.removeprefix("prepared:").split("/", 1)[0]
 
 
+_BUILDING = threading.Lock()  # a file lock is per process: threads of one process queue here first
+
+
 def prepare(names: Iterable[str], models_dir: Path) -> None:
-    """Build every named artefact that is not complete yet, with a progress bar."""
+    """Build every named artefact that is not complete yet, with a progress bar. One builder per artefact and
+    machine at a time (a file lock): `make models` and replicas starting on the same node may all ask; the ones
+    that wait then find it ready."""
     todo = list(dict.fromkeys(names))
     unknown = [name for name in todo if preparer(name) is None]
     if unknown:
         raise ModelSourceError(f"no preparer for {unknown}; known: {sorted(PREPARERS)} and opus-mt-<src>-<tgt>")
+    models_dir.mkdir(parents=True, exist_ok=True)
     for name in todo:
         recipe = preparer(name)
         root = models_dir / name
-        if all(is_prepared(root / variant, recipe.recipe) for variant in recipe.variants):
-            print(f"  {name:<32} ready ({root})")
-            continue
-        root.mkdir(parents=True, exist_ok=True)
-        with tqdm(total=recipe.steps, desc=f"  preparing {name}", unit="step") as progress:
-            recipe.build(root, progress)
+        with _BUILDING, fasteners.InterProcessLock(str(models_dir / f".{name}.lock")):  # threads, then processes
+            if all(is_prepared(root / variant, recipe.recipe) for variant in recipe.variants):
+                print(f"  {name:<32} ready ({root})")
+                continue
+            root.mkdir(parents=True, exist_ok=True)
+            with tqdm(total=recipe.steps, desc=f"  preparing {name}", unit="step") as progress:
+                recipe.build(root, progress)
 
 
 def check_sources(chains: Iterable[BackendSpec], offline: bool, models_dir: Path) -> list[PreparedModel]:

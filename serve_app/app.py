@@ -49,7 +49,7 @@ def bind_app(settings: Settings) -> Application:
         for which, spec in (("primary", config.primary), ("fallback", config.fallback)):
             if spec is not None:
                 deployment = DEPLOYMENT_CLASSES[role].options(**spec.serve_options())
-                handles[role][which] = deployment.bind(spec, settings.offline, str(settings.prepared_models_dir))
+                handles[role][which] = deployment.bind(spec, settings.offline, settings.replica_models_dir)
     ingress = settings.ingress
     return Ingress.options(
         name=ingress.name,

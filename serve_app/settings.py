@@ -21,16 +21,12 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from deployments.common import default_data_dir
 from deployments.spec import DeploymentSpec, StrictModel
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "configs"
 DEFAULT_PROFILE = "cpu"
-
-
-def _default_data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "eduserve"
 
 
 class LimitSettings(StrictModel):
@@ -268,7 +264,7 @@ class Settings(BaseSettings):
     profile: str = Field(DEFAULT_PROFILE, description="profile name in configs/ or a path to a YAML file")
     description: str = ""
     offline: bool = Field(True, description="never fetch weights from a hub (HF_HUB_OFFLINE=1 in replicas)")
-    data_dir: Path = Field(default_factory=_default_data_dir, description="databases, secrets, demo credentials")
+    data_dir: Path = Field(default_factory=default_data_dir, description="databases, secrets, demo credentials")
     models_dir: Path | None = Field(None, description="prepared models (`prepared:` sources); default data_dir/models")
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     # Secret: a URL carries the password; printed and logged as '**********' (`.get_secret_value()` to use it).
@@ -313,6 +309,14 @@ class Settings(BaseSettings):
     @property
     def prepared_models_dir(self) -> Path:
         return self.models_dir or self.data_dir / "models"
+
+    @property
+    def replica_models_dir(self) -> str | None:
+        """What model replicas are given: a directory set in configuration, else None, so that each replica
+        resolves the default on its own node (a path from the machine that built the app may not exist there)."""
+        if self.models_dir is not None or "data_dir" in self.model_fields_set:
+            return str(self.prepared_models_dir)
+        return None
 
     @classmethod
     def settings_customise_sources(

@@ -131,3 +131,44 @@ def test_deployment_spec_checks_device_against_resources():
     options = spec.serve_options()
     assert options["ray_actor_options"] == {"num_cpus": 0.5, "num_gpus": 0.25}
     assert options["user_config"]["max_batch_size"] == 32
+
+
+def test_the_models_directory_is_resolved_where_it_is_asked(monkeypatch, tmp_path):
+    from deployments.common import default_models_dir
+
+    monkeypatch.delenv("EDUSERVE_MODELS_DIR", raising=False)
+    monkeypatch.delenv("EDUSERVE_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert default_models_dir() == tmp_path / "xdg" / "eduserve" / "models"
+    monkeypatch.setenv("EDUSERVE_DATA_DIR", str(tmp_path / "data"))
+    assert default_models_dir() == tmp_path / "data" / "models"
+    monkeypatch.setenv("EDUSERVE_MODELS_DIR", str(tmp_path / "models"))
+    assert default_models_dir() == tmp_path / "models"
+
+
+def test_replicas_get_a_models_directory_only_when_configuration_names_one(monkeypatch, tmp_path):
+    from serve_app.settings import load_settings
+
+    monkeypatch.delenv("EDUSERVE_DATA_DIR", raising=False)
+    monkeypatch.delenv("EDUSERVE_MODELS_DIR", raising=False)
+    assert load_settings("cpu").replica_models_dir is None  # each replica resolves it on its own node
+    assert load_settings("cpu", {"models_dir": str(tmp_path)}).replica_models_dir == str(tmp_path)
+    assert load_settings("cpu", {"data_dir": str(tmp_path)}).replica_models_dir == str(tmp_path / "models")
+
+
+def test_a_replica_on_a_node_without_prepared_models_builds_them_once(tmp_path):
+    """Two replicas starting together on a node where `make models` never ran: one builds, the other waits for
+    the lock and finds it ready; both load the same artefact."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from deployments.common import _resolve_prepared, is_prepared
+
+    spec = BackendSpec(backend="jailguard", model="prepared:jailguard-minilm/onnx")
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        resolved = list(pool.map(_resolve_prepared, [spec, spec], [tmp_path, tmp_path]))
+    assert resolved[0].model == resolved[1].model == str(tmp_path / "jailguard-minilm" / "onnx")
+    assert is_prepared(tmp_path / "jailguard-minilm" / "onnx")
+    unknown = BackendSpec(backend="jailguard", model="prepared:no-such-model/x")
+    with pytest.raises(ModelSourceError, match="not prepared"):
+        _resolve_prepared(unknown, tmp_path)
