@@ -139,10 +139,9 @@ def run_service(config_path: Path, profile: str | None, num_cpus: int | None, re
     from serve_app.bootstrap import ensure_demo_credentials
 
     config, app, settings = load_serve_config(config_path, profile)
-    missing = [name for name, url in (("DATABASE_URL", settings.database_url), ("REDIS_URL", settings.redis_url))
-               if url is None]
     try:
-        refuse_beyond_one_machine(settings.ingress.num_replicas, 1, missing)  # `ray start --head`: one node
+        # `ray start --head` makes one node: only the ingress replicas can spread the stores here.
+        refuse_beyond_one_machine(settings.ingress.num_replicas, 1, settings.unset_store_urls)
     except EmbeddedStoresRefused as exc:
         _say(f"error: {exc}")
         return 1

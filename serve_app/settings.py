@@ -311,6 +311,12 @@ class Settings(BaseSettings):
         return self.models_dir or self.data_dir / "models"
 
     @property
+    def unset_store_urls(self) -> list[str]:
+        """The store URLs left unset, for which embedded servers would be started."""
+        return [name for name, url in (("DATABASE_URL", self.database_url), ("REDIS_URL", self.redis_url))
+                if url is None]
+
+    @property
     def replica_models_dir(self) -> str | None:
         """What model replicas are given: a directory set in configuration, else None, so that each replica
         resolves the default on its own node (a path from the machine that built the app may not exist there)."""

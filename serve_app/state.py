@@ -86,8 +86,8 @@ class AppState:
         if database_url is None or redis_url is None:
             # Plain `serve run` without DATABASE_URL/REDIS_URL: start (or reuse) the embedded servers here, and
             # keep them running.
-            missing = [name for name, url in (("DATABASE_URL", database_url), ("REDIS_URL", redis_url)) if url is None]
-            refuse_beyond_one_machine(self.settings.ingress.num_replicas, _alive_ray_nodes(), missing)
+            refuse_beyond_one_machine(self.settings.ingress.num_replicas, _alive_ray_nodes(),
+                                      self.settings.unset_store_urls)
             data_dir = self.settings.data_dir
             embedded: list[Any] = []
             if database_url is None:

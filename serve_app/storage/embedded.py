@@ -34,7 +34,7 @@ class EmbeddedStoresRefused(RuntimeError):
 def refuse_beyond_one_machine(ingress_replicas: int, ray_nodes: int, missing: list[str]) -> None:
     """Embedded servers live in one machine's data directory. With several ingress replicas (which may land on
     different nodes) or several nodes, each would find or start its own and split users, chats and limits."""
-    if ingress_replicas <= 1 and ray_nodes <= 1:
+    if not missing or (ingress_replicas <= 1 and ray_nodes <= 1):
         return
     spread = f"{ingress_replicas} ingress replicas" if ingress_replicas > 1 else f"a {ray_nodes}-node Ray cluster"
     raise EmbeddedStoresRefused(

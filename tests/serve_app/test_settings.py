@@ -187,6 +187,7 @@ def test_embedded_stores_are_refused_beyond_one_machine(replicas, nodes, named):
     from serve_app.storage.embedded import EmbeddedStoresRefused, refuse_beyond_one_machine
 
     refuse_beyond_one_machine(1, 1, ["DATABASE_URL", "REDIS_URL"])  # one machine: allowed
+    refuse_beyond_one_machine(replicas, nodes, [])  # both URLs set: nothing embedded to refuse
     with pytest.raises(EmbeddedStoresRefused, match=named) as refused:
         refuse_beyond_one_machine(replicas, nodes, ["REDIS_URL"])
     assert "set REDIS_URL to servers that every node reaches" in str(refused.value)
