@@ -145,17 +145,65 @@ def test_cluster_yaml_passes_rays_own_validation():
     assert any("eduserve" in cmd and "[gpu]" in cmd for cmd in config["setup_commands"])
 
 
-def test_kuberay_manifest_carries_the_gpu_serve_config():
+# RayServiceSpec fields KubeRay marks "Deprecated: This field is not used anymore" (rayservice_types.go).
+KUBERAY_DEPRECATED = {"serviceUnhealthySecondThreshold", "deploymentUnhealthySecondThreshold"}
+
+
+def _strict(schema):
+    """Kubernetes' strict field validation (kubectl's default): an object's unknown fields are errors, unless the
+    schema keeps unknown fields. JSON Schema would accept them."""
+    if isinstance(schema, dict):
+        schema = {key: _strict(value) for key, value in schema.items()}
+        if ("properties" in schema and "additionalProperties" not in schema
+                and not schema.get("x-kubernetes-preserve-unknown-fields")):
+            schema["additionalProperties"] = False
+        return schema
+    return [_strict(item) for item in schema] if isinstance(schema, list) else schema
+
+
+@pytest.fixture(scope="module")
+def rayservice_validator():
+    import json
+
+    from jsonschema import Draft7Validator
+
+    schema = json.loads((REPO_ROOT / "tests" / "data" / "kuberay" / "rayservice-v1.schema.json").read_text())
+    return Draft7Validator(_strict(schema))
+
+
+def test_kuberay_manifest_is_valid_against_the_rayservice_schema(rayservice_validator):
+    manifest = yaml.safe_load((REPO_ROOT / "configs" / "rayservice.yaml").read_text())
+    assert manifest["apiVersion"] == "ray.io/v1" and manifest["kind"] == "RayService"
+    errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in rayservice_validator.iter_errors(manifest)]
+    assert not errors, errors
+    assert not KUBERAY_DEPRECATED & set(manifest["spec"])
+    typo = yaml.safe_load((REPO_ROOT / "configs" / "rayservice.yaml").read_text())
+    typo["spec"]["rayClusterConfig"]["authOption"] = {"mode": "token"}  # the validator is strict
+    assert not rayservice_validator.is_valid(typo)
+
+
+def test_kuberay_manifest_carries_the_gpu_serve_config_token_auth_and_shared_stores():
     from ray.serve.schema import ServeDeploySchema
 
     manifest = yaml.safe_load((REPO_ROOT / "configs" / "rayservice.yaml").read_text())
-    assert manifest["kind"] == "RayService"
     embedded = yaml.safe_load(manifest["spec"]["serveConfigV2"])
     assert embedded == yaml.safe_load((REPO_ROOT / "configs" / "serve_gpu.yaml").read_text())
     ServeDeploySchema.model_validate(embedded)
-    groups = {g["groupName"]: g for g in manifest["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
+    cluster = manifest["spec"]["rayClusterConfig"]
+    # KubeRay injects the token (key `auth_token` of this Secret) and uses it for its own dashboard calls.
+    assert cluster["authOptions"] == {"mode": "token", "secretName": "eduserve-ray-token"}
+    groups = {g["groupName"]: g for g in cluster["workerGroupSpecs"]}
+    containers = [cluster["headGroupSpec"]["template"]["spec"]["containers"][0],
+                  *(g["template"]["spec"]["containers"][0] for g in groups.values())]
+    for container in containers:  # any node may host an ingress replica: every one reaches the shared stores
+        env = {item["name"]: item for item in container["env"]}
+        assert not {"RAY_AUTH_MODE", "RAY_AUTH_TOKEN"} & set(env)
+        for name in ("DATABASE_URL", "REDIS_URL"):
+            assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "eduserve-stores"
+    head_env = {item["name"]: item.get("value") for item in containers[0]["env"]}
+    assert head_env["RAY_SERVE_USE_PACK_SCHEDULING_STRATEGY"] == "1"
     gpu_limits = groups["gpu"]["template"]["spec"]["containers"][0]["resources"]["limits"]
-    assert gpu_limits["nvidia.com/gpu"] == "1" and "cpu" in groups
+    assert gpu_limits["nvidia.com/gpu"] == "1" and "nvidia.com/gpu" not in str(groups["cpu"])
 
 
 def test_gpu_profile_declares_cpu_fallbacks_and_the_gpu_request_router():
