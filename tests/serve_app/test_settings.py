@@ -142,7 +142,17 @@ def test_cluster_yaml_passes_rays_own_validation():
     validate_config(config)
     types = config["available_node_types"]
     assert {"head", "gpu_worker", "cpu_worker"} <= set(types)
-    assert any("eduserve" in cmd and "[gpu]" in cmd for cmd in config["setup_commands"])
+    # GPU nodes boot an image with the NVIDIA driver (else Ray sees no GPU and GPU replicas stay pending).
+    assert "nvidia-driver" in types["gpu_worker"]["node_config"]["ImageId"]
+    # The sources travel, not the local virtualenv (2.7 GB, this machine's paths): each node builds its own,
+    # with the gpu extra, and prepares the profile's models.
+    assert ".venv" in config["rsync_exclude"] and "~/.eduserve/stores.env" in config["file_mounts"]
+    setup = " && ".join(config["setup_commands"])
+    assert '-e ".[gpu]"' in setup and "eduserve prepare-models --profile gpu" in setup
+    # Every node starts Ray with the shared store URLs; the head deploys Serve once the dashboard answers.
+    for commands in (config["head_start_ray_commands"], config["worker_start_ray_commands"]):
+        assert any(". ~/.eduserve/stores.env" in cmd and "ray start" in cmd for cmd in commands)
+    assert "serve deploy configs/serve_gpu.yaml" in config["head_start_ray_commands"][-1]
 
 
 # RayServiceSpec fields KubeRay marks "Deprecated: This field is not used anymore" (rayservice_types.go).
