@@ -262,3 +262,21 @@ def test_running_the_gpu_profile_without_store_urls_fails_at_once_with_the_clear
     out = capsys.readouterr().out
     assert "not 2 ingress replicas: set DATABASE_URL and REDIS_URL" in out
     assert not (tmp_path / "postgres").exists() and not (tmp_path / "redis").exists()
+
+
+def test_the_dockerfile_builds_the_images_the_manifests_name():
+    """Not built here (no Docker daemon): its targets, the image tag the RayService runs, and the cpu target's
+    install order (the CPU torch before anything could resolve a CUDA one)."""
+    import re
+
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    assert set(re.findall(r"^FROM \S+ AS (\w+)$", dockerfile, re.M)) == {"base", "cpu", "gpu"}
+    manifest = (REPO_ROOT / "configs" / "rayservice.yaml").read_text()
+    (image,) = set(re.findall(r"image: (\S+)", manifest))
+    assert f"docker build --target gpu -t {image} ." in dockerfile
+    cpu = dockerfile.split("AS cpu", 1)[1].split("AS gpu", 1)[0]
+    assert cpu.index("download.pytorch.org/whl/cpu") < cpu.index('-e ".[cpu]"')
+    assert "prepare-models --profile cpu" in cpu and "prepare-models --profile gpu" in dockerfile
+    container_config = yaml.safe_load((REPO_ROOT / "serve_config.yaml").read_text().replace(
+        "  host: 127.0.0.1\n", "  host: 0.0.0.0\n"))  # what the cpu target's sed writes
+    assert container_config["http_options"]["host"] == "0.0.0.0"
