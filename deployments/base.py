@@ -18,7 +18,6 @@ from deployments.common import (
     LoadedBackend,
     apply_batch_settings,
     configure_threads,
-    default_models_dir,
     load_chain,
     run_in_token_budget,
     select_device,
@@ -96,7 +95,7 @@ class ModelReplica:
         self.device = select_device(spec.device)
         if self.device.degraded:
             logger.warning("%s: %s", spec.name, self.device.degraded_reason)
-        self.models_dir = models_dir or str(default_models_dir())  # unset: resolved on this replica's node
+        self.models_dir = models_dir  # unset: the load chain resolves the default on this replica's node
         self.config = ReplicaUserConfig.model_validate(spec.user_config())
         self.stats = BatchStats()
         self.ongoing = 0

@@ -13,8 +13,6 @@ Role = Literal["student", "teacher", "admin"]
 EMAIL_PATTERN = r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$"
 
 
-
-
 class RegisterRequest(StrictRequest):
     email: str = Field(pattern=EMAIL_PATTERN, max_length=254)
     password: str = Field(min_length=1, max_length=1024, description="checked against the password policy")

@@ -172,3 +172,11 @@ def test_a_replica_on_a_node_without_prepared_models_builds_them_once(tmp_path):
     unknown = BackendSpec(backend="jailguard", model="prepared:no-such-model/x")
     with pytest.raises(ModelSourceError, match="not prepared"):
         _resolve_prepared(unknown, tmp_path)
+
+
+def test_a_replica_given_no_models_directory_uses_its_nodes_default(monkeypatch, prepared_models):
+    from deployments.common import _resolve_prepared
+
+    monkeypatch.setenv("EDUSERVE_MODELS_DIR", str(prepared_models))
+    spec = BackendSpec(backend="jailguard", model="prepared:jailguard-minilm/onnx")
+    assert _resolve_prepared(spec, None).model == str(prepared_models / "jailguard-minilm" / "onnx")
