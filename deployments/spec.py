@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Device = Literal["auto", "cuda", "mps", "cpu"]
 
@@ -140,10 +140,24 @@ class DeploymentSpec(StrictModel):
     max_queued_requests: int = Field(-1, ge=-1, description="-1: unbounded")
     health_check_period_s: float = Field(10.0, gt=0)
     env: dict[str, str] = Field(default_factory=dict, description="environment variables of each replica")
+    label_selector: dict[str, str] | None = Field(
+        None, description="Ray node labels a replica's node must match, e.g. {eduserve.io/node-pool: '!gpu'} keeps a "
+                          "CPU deployment off the nodes labelled as the GPU pool (and runs on unlabelled ones)"
+    )
     batching: BatchSettings = Field(default_factory=BatchSettings)
     fault_injection: FaultInjection = Field(default_factory=FaultInjection)
     request_router: RequestRouterSpec | None = None
     multiplex: MultiplexSpec | None = None
+
+    @field_validator("label_selector")
+    @classmethod
+    def _valid_label_selector(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        from ray._private.label_utils import validate_label_selector  # what Serve's own schema checks with
+
+        problem = validate_label_selector(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @model_validator(mode="after")
     def _has_a_model(self) -> DeploymentSpec:
@@ -190,6 +204,8 @@ class DeploymentSpec(StrictModel):
             actor["memory"] = self.memory_bytes
         if self.env:
             actor["runtime_env"] = {"env_vars": dict(self.env)}
+        if self.label_selector:
+            actor["label_selector"] = dict(self.label_selector)
         options: dict[str, Any] = {
             "name": self.name,
             "ray_actor_options": actor,

@@ -51,12 +51,14 @@ def bind_app(settings: Settings) -> Application:
                 deployment = DEPLOYMENT_CLASSES[role].options(**spec.serve_options())
                 handles[role][which] = deployment.bind(spec, settings.offline, settings.replica_models_dir)
     ingress = settings.ingress
+    placement = {"max_replicas_per_node": ingress.max_replicas_per_node} if ingress.max_replicas_per_node else {}
     return Ingress.options(
         name=ingress.name,
         num_replicas=ingress.num_replicas,
         ray_actor_options={"num_cpus": ingress.num_cpus},
         max_ongoing_requests=ingress.max_ongoing_requests,
         max_queued_requests=ingress.max_queued_requests,
+        **placement,
     ).bind(settings, handles)
 
 

@@ -46,6 +46,8 @@ class IngressSettings(StrictModel):
     name: str = "Ingress"
     num_replicas: int = Field(1, ge=1)
     num_cpus: float = Field(0.25, ge=0)
+    max_replicas_per_node: int | None = Field(
+        None, ge=1, description="1 spreads the replicas over nodes, so losing one node leaves the API up")
     max_ongoing_requests: int = Field(256, ge=1)
     max_queued_requests: int = Field(-1, ge=-1)
     model_call_timeout_s: float = Field(60.0, gt=0, description="one call to a model deployment")

@@ -153,6 +153,7 @@ def test_cluster_yaml_passes_rays_own_validation():
     for commands in (config["head_start_ray_commands"], config["worker_start_ray_commands"]):
         assert any(". ~/.eduserve/stores.env" in cmd and "ray start" in cmd for cmd in commands)
     assert "serve deploy configs/serve_gpu.yaml" in config["head_start_ray_commands"][-1]
+    assert types["gpu_worker"]["labels"] == GPU_POOL  # what the gpu profile keeps its CPU deployments off
 
 
 # RayServiceSpec fields KubeRay marks "Deprecated: This field is not used anymore" (rayservice_types.go).
@@ -214,6 +215,26 @@ def test_kuberay_manifest_carries_the_gpu_serve_config_token_auth_and_shared_sto
     assert head_env["RAY_SERVE_USE_PACK_SCHEDULING_STRATEGY"] == "1"
     gpu_limits = groups["gpu"]["template"]["spec"]["containers"][0]["resources"]["limits"]
     assert gpu_limits["nvidia.com/gpu"] == "1" and "nvidia.com/gpu" not in str(groups["cpu"])
+    assert groups["gpu"]["labels"] == GPU_POOL and groups["cpu"]["labels"] != GPU_POOL
+
+
+GPU_POOL = {"eduserve.io/node-pool": "gpu"}
+
+
+def test_gpu_profile_keeps_cpu_deployments_off_the_gpu_pool_and_spreads_the_ingress():
+    from ray._private.label_utils import validate_label_selector
+
+    settings = load_settings("gpu")
+    for role in settings.models.roles().values():
+        selector = role.fallback.serve_options()["ray_actor_options"]["label_selector"]
+        assert selector == {"eduserve.io/node-pool": "!gpu"} and validate_label_selector(selector) is None
+        assert "label_selector" not in role.primary.serve_options()["ray_actor_options"]
+    assert settings.ingress.num_replicas == 2 and settings.ingress.max_replicas_per_node == 1
+
+
+def test_a_label_selector_ray_would_refuse_is_refused_when_the_profile_loads():
+    with pytest.raises(ConfigError, match="label_selector"):
+        load_settings("gpu", {"models": {"embedder": {"fallback": {"label_selector": {"eduserve.io/node-pool": "gpu gpu"}}}}})
 
 
 def test_gpu_profile_declares_cpu_fallbacks_and_the_gpu_request_router():
