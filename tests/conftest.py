@@ -300,8 +300,9 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory, prepared_models: Path)
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # Stable sort: the cpu app first, then tests that stop its Redis/PostgreSQL, then the fuzzer (which leaves
-    # random data behind), then the ones that restart Ray with logical GPUs.
+    # random data behind), then the ones that restart Ray with logical GPUs, then the multi-node cluster.
     items.sort(key=lambda item: (
+        item.get_closest_marker("cluster") is not None,
         item.get_closest_marker("gpu_profile") is not None,
         item.get_closest_marker("fuzz") is not None,
         item.get_closest_marker("disruptive") is not None,
