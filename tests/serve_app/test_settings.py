@@ -209,7 +209,7 @@ def test_kuberay_manifest_carries_the_gpu_serve_config_token_auth_and_shared_sto
     for container in containers:  # any node may host an ingress replica: every one reaches the shared stores
         env = {item["name"]: item for item in container["env"]}
         assert not {"RAY_AUTH_MODE", "RAY_AUTH_TOKEN"} & set(env)
-        for name in ("DATABASE_URL", "REDIS_URL"):
+        for name in ("DATABASE_URL", "REDIS_URL", "EDUSERVE_AUTH__JWT_SECRET"):
             assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "eduserve-stores"
     head_env = {item["name"]: item.get("value") for item in containers[0]["env"]}
     assert head_env["RAY_SERVE_USE_PACK_SCHEDULING_STRATEGY"] == "1"
