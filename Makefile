@@ -44,6 +44,7 @@ bench: models
 	$(BIN)/python bench/rag.py
 	$(BIN)/python bench/multiplex.py
 	$(BIN)/python bench/faults.py
+	$(BIN)/python bench/scale_out.py
 
 lint: install
 	$(BIN)/ruff check serve_app deployments tests bench
