@@ -30,7 +30,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.gpu import LLM_ON_CPU, SPEECH_AND_SAFETY_ON_CPU
+from tests.gpu import gpu_profile_models
 from tests.support.accounts import PASSWORD
 from tests.support.servers import PostgresServer, RedisServer, free_port
 from tests.support.sse import sse_events
@@ -85,30 +85,13 @@ def _env(**values: str) -> Iterator[None]:
 
 def serve_config(head_port: int, tiny_models: dict[str, Path]) -> dict[str, Any]:
     """serve_gpu.yaml's application, with the models this host can load in place of the hub's."""
-    encoder, cross = str(tiny_models["encoder"]), str(tiny_models["cross_encoder"])
     gpu = {"autoscaling": None, "num_replicas": 1, "num_cpus": 0.5}
     cpu = {"autoscaling": None, "num_replicas": 1, "num_cpus": 1, "torch_threads": 1}
     overrides = {
         "offline": True,
         "storage": {"embedding_dimensions": 32},  # the tiny encoder's
         "ingress": {"num_cpus": 1},  # two replicas, at most one per node: the gpu profile's
-        "models": {
-            "llm": LLM_ON_CPU,
-            "translator": None,
-            **SPEECH_AND_SAFETY_ON_CPU,
-            # A logical GPU has no CUDA behind it, so each GPU replica reports itself degraded (running on CPU);
-            # the router would then send everything to the CPU deployments. These stand for healthy GPUs.
-            "embedder": {
-                "routing": {"degraded_primary_is_unavailable": False},
-                "primary": {"chain": [{"backend": "flag-embedding", "model": encoder}], **gpu},
-                "fallback": {"chain": [{"backend": "sentence-transformers", "model": encoder}], **cpu},
-            },
-            "reranker": {
-                "routing": {"degraded_primary_is_unavailable": False},
-                "primary": {"chain": [{"backend": "flag-reranker", "model": cross}], **gpu},
-                "fallback": {"chain": [{"backend": "cross-encoder", "model": cross}], **cpu},
-            },
-        },
+        "models": gpu_profile_models(tiny_models, gpu, cpu),
     }
     config = yaml.safe_load((Path(__file__).parents[2] / "configs" / "serve_gpu.yaml").read_text())
     config["http_options"].update(host="127.0.0.1", port=head_port)

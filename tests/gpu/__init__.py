@@ -1,5 +1,8 @@
 """Tests on a Ray with logical GPUs (the gpu profile, multi-node). No physical GPU is needed."""
 
+from pathlib import Path
+from typing import Any
+
 # The gpu profile's LLM is vLLM on a whole GPU; the logical GPU here is kept for the four 0.25-GPU
 # embedder/reranker replicas under test, so the LLM runs on CPU with CTranslate2 (the vLLM engine and its OpenAI
 # layer are tested for real in the cpu app, tests/serve_app/api/test_chat_completions.py).
@@ -27,3 +30,28 @@ SPEECH_AND_SAFETY_ON_CPU = {
         "fallback": None,
     },
 }
+
+
+def gpu_profile_models(tiny_models: dict[str, Path], gpu: dict[str, Any], cpu: dict[str, Any]) -> dict[str, Any]:
+    """The gpu profile's models with what this host can load: tiny BGE-style models on the GPU deployments (`gpu`
+    options) and their CPU fallbacks (`cpu` options), the LLM, speech and safety on CPU, no translator (its
+    opus-mt models are fetched on a connected cluster only).
+
+    A logical GPU has no CUDA behind it, so each GPU replica reports itself degraded (running on CPU) and the
+    router would send everything to the CPU deployments: these stand for healthy GPUs."""
+    encoder, cross = str(tiny_models["encoder"]), str(tiny_models["cross_encoder"])
+    return {
+        "llm": LLM_ON_CPU,
+        "translator": None,
+        **SPEECH_AND_SAFETY_ON_CPU,
+        "embedder": {
+            "routing": {"degraded_primary_is_unavailable": False},
+            "primary": {"chain": [{"backend": "flag-embedding", "model": encoder}], **gpu},
+            "fallback": {"chain": [{"backend": "sentence-transformers", "model": encoder}], **cpu},
+        },
+        "reranker": {
+            "routing": {"degraded_primary_is_unavailable": False},
+            "primary": {"chain": [{"backend": "flag-reranker", "model": cross}], **gpu},
+            "fallback": {"chain": [{"backend": "cross-encoder", "model": cross}], **cpu},
+        },
+    }

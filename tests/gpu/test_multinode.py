@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.gpu import LLM_ON_CPU, SPEECH_AND_SAFETY_ON_CPU
+from tests.gpu import gpu_profile_models
 
 pytestmark = pytest.mark.gpu_profile
 
@@ -23,7 +23,6 @@ CLUSTER = {"nodes": [{"num_cpus": 4}, {"num_cpus": 4, "num_gpus": 1}]}
 def cluster_app(ray_serve, stores, tiny_models):
     from serve_app.app import AppArgs, build_app
 
-    encoder, cross = str(tiny_models["encoder"]), str(tiny_models["cross_encoder"])
     gpu = {"autoscaling": None, "num_replicas": 2, "num_cpus": 1}
     cpu = {"autoscaling": None, "num_replicas": 1, "num_cpus": 1, "torch_threads": 1}
     overrides = {
@@ -31,21 +30,7 @@ def cluster_app(ray_serve, stores, tiny_models):
         "storage": {"embedding_dimensions": 384},  # the session database was made for the cpu embedder
         "offline": True,
         "ingress": {"num_replicas": 1, "num_cpus": 1},
-        "models": {
-            "llm": LLM_ON_CPU,
-            "translator": None,  # its opus-mt models are fetched on a connected cluster only
-            **SPEECH_AND_SAFETY_ON_CPU,
-            "embedder": {
-                "routing": {"degraded_primary_is_unavailable": False},
-                "primary": {"chain": [{"backend": "flag-embedding", "model": encoder}], **gpu},
-                "fallback": {"chain": [{"backend": "sentence-transformers", "model": encoder}], **cpu},
-            },
-            "reranker": {
-                "routing": {"degraded_primary_is_unavailable": False},
-                "primary": {"chain": [{"backend": "flag-reranker", "model": cross}], **gpu},
-                "fallback": {"chain": [{"backend": "cross-encoder", "model": cross}], **cpu},
-            },
-        },
+        "models": gpu_profile_models(tiny_models, gpu, cpu),
     }
     return ray_serve.deploy("multinode", build_app(AppArgs(profile="gpu", overrides=overrides)), **CLUSTER)
 
