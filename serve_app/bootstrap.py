@@ -45,14 +45,14 @@ async def create_user(settings: Settings, email: str, password: str, role: str,
 
 
 async def create_api_key(settings: Settings, email: str, name: str, role: str,
-                         expires_in_days: int | None = None) -> dict[str, Any]:
+                         expires_in_days: int | None = None, rate_limit: str | None = None) -> dict[str, Any]:
     db = await _open(settings)
     try:
         async with db.connection() as conn:
             owner = await conn.fetchval("SELECT id::text FROM users WHERE lower(email) = lower($1)", email)
             if owner is None:
                 raise ValueError(f"no user {email}; create it first (eduserve create-user)")
-            return await insert_api_key(conn, owner, name, role, expires_in_days)
+            return await insert_api_key(conn, owner, name, role, expires_in_days, rate_limit)
     finally:
         await db.close()
 

@@ -60,9 +60,12 @@ def _create_api_key(args: argparse.Namespace) -> int:
     import asyncio
 
     from serve_app.bootstrap import create_api_key
+    from serve_app.protocol.auth import valid_rate_limit
 
     try:
-        key = asyncio.run(create_api_key(load_settings(args.profile), args.email, args.name, args.role, args.expires_in_days))
+        rate_limit = valid_rate_limit(args.rate_limit) if args.rate_limit else None
+        key = asyncio.run(create_api_key(load_settings(args.profile), args.email, args.name, args.role,
+                                         args.expires_in_days, rate_limit))
     except ValueError as exc:
         print(f"eduserve: {exc}", file=sys.stderr)
         return 2
@@ -136,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     key.add_argument("--name", required=True)
     key.add_argument("--role", choices=["student", "teacher", "admin"], default="student")
     key.add_argument("--expires-in-days", type=int, default=None)
+    key.add_argument("--rate-limit", default=None,
+                     help="this key's own limit, e.g. 20000/minute (default: rate_limits.per_principal)")
     key.add_argument("--profile", default=None)
     key.set_defaults(handler=_create_api_key)
 

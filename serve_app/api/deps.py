@@ -37,7 +37,8 @@ async def current_principal(
         raise unauthorized("missing bearer token or API key")
     state = get_state(request)
     principal = await state.auth.authenticate(token)
-    await state.limiter.check(state.settings.rate_limits.per_principal, "principal", principal.rate_key)
+    limit = principal.rate_limit or state.settings.rate_limits.per_principal
+    await state.limiter.check(limit, "principal", principal.rate_key)
     request.state.principal = principal
     return principal
 

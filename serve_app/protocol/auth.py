@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from serve_app.protocol.common import StrictRequest
 
@@ -53,6 +53,28 @@ class ApiKeyCreate(StrictRequest):
     user_email: str | None = Field(None, description="owner; the calling admin when omitted")
     role: Role = "student"
     expires_in_days: int | None = Field(None, ge=1, le=3650)
+    rate_limit: str | None = Field(
+        None, max_length=64, examples=["20000/minute"],
+        description="this key's own limit (`N/second|minute|hour|day`); the configured per-caller limit when omitted",
+    )
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit_notation(cls, value: str | None) -> str | None:
+        return None if value is None else valid_rate_limit(value)
+
+
+def valid_rate_limit(value: str) -> str:
+    """A limit in the `limits` library's notation, at least one request per window (ValueError otherwise)."""
+    from limits import parse
+
+    try:
+        item = parse(value)
+    except ValueError:
+        raise ValueError("use N/second, N/minute, N/hour or N/day, e.g. 20000/minute") from None
+    if item.amount < 1:
+        raise ValueError("a rate limit allows at least one request per window")
+    return value
 
 
 class ApiKeyOut(BaseModel):
@@ -63,4 +85,5 @@ class ApiKeyOut(BaseModel):
     user_id: str
     created_at: datetime
     expires_at: datetime | None = None
+    rate_limit: str | None = Field(None, description="this key's own limit; null: the configured per-caller limit")
     key: str | None = Field(None, description="the secret, shown only in the response that creates it")

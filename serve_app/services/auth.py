@@ -46,14 +46,15 @@ async def insert_user(conn: asyncpg.Connection, email: str, password_hash: str, 
 
 
 async def insert_api_key(conn: asyncpg.Connection, owner_id: str, name: str, role: str,
-                         expires_in_days: int | None = None) -> dict[str, Any]:
+                         expires_in_days: int | None = None, rate_limit: str | None = None) -> dict[str, Any]:
     """Store a new key (hashed) and return its record with the secret, which is never stored."""
     key, prefix = new_api_key()
     expires = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days else None
     row = await conn.fetchrow(
-        "INSERT INTO api_keys (user_id, name, prefix, key_hash, role, expires_at) VALUES ($1, $2, $3, $4, $5, $6)"
-        " RETURNING id::text AS id, name, prefix, role, user_id::text AS user_id, created_at, expires_at",
-        uuid.UUID(owner_id), name, prefix, hash_secret(key), role, expires,
+        "INSERT INTO api_keys (user_id, name, prefix, key_hash, role, expires_at, rate_limit)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id::text AS id, name, prefix, role,"
+        " user_id::text AS user_id, created_at, expires_at, rate_limit",
+        uuid.UUID(owner_id), name, prefix, hash_secret(key), role, expires, rate_limit,
     )
     return {**dict(row), "key": key}
 
@@ -67,6 +68,7 @@ class Principal:
     kind: str  # "user" | "api_key"
     credential_id: str  # the JWT's jti, or the API key's id
     expires_at: int | None = None
+    rate_limit: str | None = None  # an API key's own limit; None: the configured per-caller limit
 
     @property
     def rate_key(self) -> str:
@@ -188,9 +190,9 @@ class AuthService:
     # ------------------------------------------------------------------ API keys
 
     async def create_api_key(self, owner_id: str, name: str, role: str,
-                             expires_in_days: int | None = None) -> dict[str, Any]:
+                             expires_in_days: int | None = None, rate_limit: str | None = None) -> dict[str, Any]:
         async with self.db.connection() as conn:
-            return await insert_api_key(conn, owner_id, name, role, expires_in_days)
+            return await insert_api_key(conn, owner_id, name, role, expires_in_days, rate_limit)
 
     async def revoke_api_key(self, key_id: str) -> bool:
         async with self.db.connection() as conn:
@@ -229,8 +231,8 @@ class AuthService:
     async def _authenticate_api_key(self, key: str, prefix: str) -> Principal:
         async with self.db.connection() as conn:
             row = await conn.fetchrow(
-                "SELECT id::text AS id, user_id::text AS user_id, role, key_hash, expires_at, revoked_at, last_used_at"
-                " FROM api_keys WHERE prefix = $1", prefix,
+                "SELECT id::text AS id, user_id::text AS user_id, role, key_hash, expires_at, revoked_at, last_used_at,"
+                " rate_limit FROM api_keys WHERE prefix = $1", prefix,
             )
             if row is None or not same_hash(key, row["key_hash"]) or row["revoked_at"] is not None:
                 raise unauthorized("invalid API key")
@@ -239,4 +241,4 @@ class AuthService:
             last = row["last_used_at"]
             if last is None or datetime.now(UTC) - last > timedelta(minutes=1):  # one write a minute, not per call
                 await conn.execute("UPDATE api_keys SET last_used_at = now() WHERE id = $1", uuid.UUID(row["id"]))
-        return Principal(row["user_id"], row["role"], "api_key", row["id"])
+        return Principal(row["user_id"], row["role"], "api_key", row["id"], rate_limit=row["rate_limit"])

@@ -22,7 +22,7 @@ async def create_api_key(body: ApiKeyCreate, admin: Admin, state: State):
         if owner is None:
             raise EduserveError(ErrorCode.NOT_FOUND, "no such user")
         owner_id = owner["id"]
-    return await state.auth.create_api_key(owner_id, body.name, body.role, body.expires_in_days)
+    return await state.auth.create_api_key(owner_id, body.name, body.role, body.expires_in_days, body.rate_limit)
 
 
 @router.delete("/api-keys/{key_id}", status_code=204)

@@ -194,6 +194,36 @@ def test_api_keys_created_by_an_admin_work_as_bearer_and_can_be_revoked(anonymou
     assert forbidden.status_code == 403 and forbidden.json()["error"]["code"] == "forbidden"
 
 
+def test_an_api_key_can_carry_its_own_rate_limit(anonymous, client):
+    """A key made with its own limit is held to it, not to the configured per-caller limit (100000/minute here)."""
+    created = client.post("/v2/admin/api-keys", json={"name": "tight", "role": "teacher", "rate_limit": "3/minute"})
+    assert created.status_code == 201, created.text
+    assert created.json()["rate_limit"] == "3/minute"
+    key = bearer(created.json()["key"])
+    assert [anonymous.get("/v2/auth/me", headers=key).status_code for _ in range(4)] == [200, 200, 200, 429]
+    refused = anonymous.get("/v2/auth/me", headers=key)
+    assert refused.json()["error"]["code"] == "rate_limited" and "3/minute" in refused.json()["error"]["message"]
+    assert int(refused.headers["Retry-After"]) >= 1
+    # the admin's own key (no limit of its own) is not affected
+    assert client.get("/v2/auth/me").status_code == 200
+
+    for bad in ["fast", "0/minute", "5/fortnight", "3/minute\x00"]:
+        response = client.post("/v2/admin/api-keys", json={"name": "x", "rate_limit": bad})
+        assert response.status_code in (400, 422) and response.json()["error"]["code"], bad
+
+
+def test_the_cli_creates_a_key_with_its_own_rate_limit_and_refuses_a_bad_one(stores, admin_key, capsys):
+    import asyncio
+
+    from serve_app.bootstrap import create_api_key
+    from serve_app.cli import main
+
+    key = asyncio.run(create_api_key(stores.settings(), "admin@tests.local", "backend", "admin", None, "20000/minute"))
+    assert key["rate_limit"] == "20000/minute"
+    assert main(["create-api-key", "--email", "admin@tests.local", "--name", "x", "--rate-limit", "lots"]) == 2
+    assert "N/minute" in capsys.readouterr().err
+
+
 def test_login_attempts_per_account_are_rate_limited_with_retry_after(anonymous):
     user = register(anonymous)
     statuses = []
