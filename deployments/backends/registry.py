@@ -23,6 +23,12 @@ def _flag_embedding(spec: BackendSpec, device: DeviceInfo):
     return FlagEmbeddingBackend(spec, device)
 
 
+def _onnx_embedding(spec: BackendSpec, device: DeviceInfo):
+    from deployments.backends.onnx_backend import OnnxEmbedding
+
+    return OnnxEmbedding(spec, device)
+
+
 def _cross_encoder(spec: BackendSpec, device: DeviceInfo):
     from deployments.backends.sentence_transformers_backend import CrossEncoderRerank
 
@@ -99,6 +105,7 @@ def _lora(spec: BackendSpec, device: DeviceInfo):
 EMBEDDING_BACKENDS: dict[str, Factory] = {
     "sentence-transformers": _sentence_transformers,
     "flag-embedding": _flag_embedding,
+    "onnx": _onnx_embedding,
 }
 
 RERANK_BACKENDS: dict[str, Factory] = {

