@@ -39,6 +39,7 @@ status:
 
 bench: models
 	$(BIN)/python bench/embeddings.py
+	$(BIN)/python bench/embedding_backends.py
 	$(BIN)/python bench/routing.py
 	$(BIN)/python bench/llm.py
 	$(BIN)/python bench/rag.py
