@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench._stack import write_results  # noqa: E402
 from serve_app.storage.embedded import EmbeddedPostgres, EmbeddedRedis  # noqa: E402
+from tests.support.faults import kill_embedded_postgres, kill_embedded_redis  # noqa: E402
 
 BASE = "http://127.0.0.1:8000"
 HUNG_AFTER_S = 90.0  # past the ingress's own model call timeout (60 s): no answer by then is a hang
@@ -139,17 +140,6 @@ def wait_ready(service: subprocess.Popen, timeout_s: float = 600) -> None:
     raise RuntimeError("the service did not become ready")
 
 
-def kill_redis(data_dir: Path) -> None:
-    os.kill(int((data_dir / "redis" / "redis.pid").read_text()), signal.SIGKILL)
-
-
-def kill_postgres(data_dir: Path) -> None:
-    postmaster = psutil.Process(int((data_dir / "postgres" / "postmaster.pid").read_text().split()[0]))
-    processes = [postmaster, *postmaster.children(recursive=True)]
-    for process in processes:
-        process.kill()
-
-
 def kill_embedder(_: Path) -> None:
     for process in psutil.process_iter(["cmdline"]):
         if any("ServeReplica:eduserve:Embedder" in part for part in process.info["cmdline"] or []):
@@ -198,8 +188,8 @@ async def run(observe_s: float, data_dir: Path) -> dict:
         phases = []
         await asyncio.sleep(5)  # warm
         for name, kill, store in (("none", None, None),
-                                  ("redis killed", kill_redis, EmbeddedRedis(data_dir)),
-                                  ("postgres killed", kill_postgres, EmbeddedPostgres(data_dir)),
+                                  ("redis killed", kill_embedded_redis, EmbeddedRedis(data_dir)),
+                                  ("postgres killed", kill_embedded_postgres, EmbeddedPostgres(data_dir)),
                                   ("embedder replica killed", kill_embedder, None)):
             t0 = time.monotonic()
             back_after = None

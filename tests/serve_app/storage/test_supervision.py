@@ -4,20 +4,18 @@ themselves. Each test runs its own embedded servers (a data directory of its own
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 
 from serve_app.settings import StorageSettings
 from serve_app.storage.cache import RedisLink
 from serve_app.storage.db import Database
 from serve_app.storage.embedded import EmbeddedPostgres, EmbeddedRedis, StoreSupervisor
+from tests.support.faults import kill_embedded_postgres, kill_embedded_redis
 from tests.support.wait import wait_for_async
 
 
@@ -32,19 +30,6 @@ def data_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _kill_redis(data_dir: Path) -> None:
-    os.kill(int((data_dir / "redis" / "redis.pid").read_text()), signal.SIGKILL)
-
-
-def _kill_postgres(data_dir: Path) -> None:
-    """The whole server at once, as the OOM killer or a crash would: postmaster and backends, no shutdown."""
-    postmaster = psutil.Process(int((data_dir / "postgres" / "postmaster.pid").read_text().split()[0]))
-    processes = [postmaster, *postmaster.children(recursive=True)]
-    for process in processes:
-        process.kill()
-    psutil.wait_procs(processes, timeout=10)
-
-
 async def test_a_restarted_redis_is_used_again_at_once_despite_stale_pooled_connections(data_dir):
     redis = EmbeddedRedis(data_dir)
     url = redis.start()
@@ -52,7 +37,7 @@ async def test_a_restarted_redis_is_used_again_at_once_despite_stale_pooled_conn
     try:
         # Several pooled connections, all of which the restart below leaves dead.
         assert await asyncio.gather(*(link.run(lambda r: r.ping(), False) for _ in range(8))) == [True] * 8
-        _kill_redis(data_dir)
+        kill_embedded_redis(data_dir)
         assert not redis.alive()
         assert redis.restart() == url  # the same address: clients keep their URL
         results = await asyncio.gather(*(link.run(lambda r: r.set("k", "v"), None) for _ in range(8)))
@@ -83,8 +68,8 @@ async def test_the_supervisor_restarts_killed_stores_and_the_clients_reconnect(d
         await link.run(lambda r: r.set("k", "v"), None)
 
         supervisor.start()
-        _kill_redis(data_dir)
-        _kill_postgres(data_dir)
+        kill_embedded_redis(data_dir)
+        kill_embedded_postgres(data_dir)
 
         async def both_answer() -> bool:
             try:
@@ -109,7 +94,7 @@ def test_a_store_that_cannot_be_restarted_is_retried_not_given_up(data_dir, monk
     redis = EmbeddedRedis(data_dir)
     redis.start()
     supervisor = StoreSupervisor([redis], interval_s=0.1)
-    _kill_redis(data_dir)
+    kill_embedded_redis(data_dir)
     failing = [True]
 
     def restart_fails_once() -> str:
