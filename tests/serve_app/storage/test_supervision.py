@@ -80,6 +80,11 @@ async def test_the_supervisor_restarts_killed_stores_and_the_clients_reconnect(d
             return rows == 1 and await link.run(lambda r: r.ping(), False)
 
         await wait_for_async(both_answer, timeout_s=60, what="both stores back")
+
+        async def counted() -> bool:  # restart() returns once it has also checked the database: a moment later
+            return sum(supervisor.restarts.values()) >= 2
+
+        await wait_for_async(counted, timeout_s=30, what="both restarts counted")
         assert supervisor.restarts == {"postgres": 1, "redis": 1}
         assert postgres.start() == database_url and redis.start() == redis_url
         # Nothing is left marking a store down once it answers again.
