@@ -7,7 +7,6 @@ Ray once.
 from __future__ import annotations
 
 import shutil
-import socket
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -18,13 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.servers import free_port
+
 APP_NAME = "eduserve"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

