@@ -45,3 +45,9 @@ def write_results(results: dict[str, Any], out: str | Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-quantile (0..1) of `values`, nearest rank below."""
+    values = sorted(values)
+    return values[int(q * (len(values) - 1))]

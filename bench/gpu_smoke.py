@@ -32,6 +32,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._stack import percentile  # noqa: E402
+
 TEXTS = ["The mitochondria is the powerhouse of the cell.", "Paris is the capital of France.", "hi"]
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -157,12 +159,11 @@ async def concurrent_streams(url: str, headers: dict[str, str], streams: int) ->
     await asyncio.gather(*(one(i) for i in range(streams)))
     elapsed = time.perf_counter() - started
     await client.close()
-    ttfts.sort()
     return {
         "streams": streams, "completed": len(ttfts), "errors": errors[:5], "error_count": len(errors),
         "wall_s": round(elapsed, 2),
         "ttft_p50_ms": round(statistics.median(ttfts) * 1000, 1) if ttfts else None,
-        "ttft_p99_ms": round(ttfts[int(0.99 * (len(ttfts) - 1))] * 1000, 1) if ttfts else None,
+        "ttft_p99_ms": round(percentile(ttfts, 0.99) * 1000, 1) if ttfts else None,
     }
 
 

@@ -26,10 +26,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
-def percentile(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[int(q * (len(values) - 1))]
+from bench._stack import percentile  # noqa: E402
 
 
 async def burst(url: str, clients: int, seconds: float, headers: dict[str, str]) -> dict:

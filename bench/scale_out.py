@@ -29,10 +29,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
-def percentile(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[int(q * (len(values) - 1))]
+from bench._stack import percentile  # noqa: E402
 
 
 async def closed_loop(urls: list[str], clients: int, seconds: float, request) -> dict:
