@@ -133,6 +133,11 @@ class AuthSettings(StrictModel):
     access_token_ttl_s: int = Field(900, ge=30, le=86_400)
     refresh_token_ttl_s: int = Field(14 * 86_400, ge=300)
     password_min_length: int = Field(10, ge=8, le=64)
+    principal_cache_ttl_s: float = Field(
+        2.0, ge=0, le=60, description="how long an ingress replica reuses an authenticated caller without asking"
+        " PostgreSQL again; a logout or revoked key reaches other replicas at once through Redis, and within this"
+        " bound when Redis is down (0: off)",
+    )
 
     @model_validator(mode="after")
     def _rs256_keys(self) -> AuthSettings:

@@ -12,6 +12,7 @@ from ray.serve.handle import DeploymentHandle
 from serve_app.catalog import ModelCatalog
 from serve_app.errors import EduserveError
 from serve_app.routing import ModelRouter, Target, make_breakers
+from serve_app.security.principal_cache import Invalidations, PrincipalCache
 from serve_app.security.ratelimit import RateLimiter
 from serve_app.security.tokens import TokenService
 from serve_app.services.auth import AuthService
@@ -71,6 +72,7 @@ class AppState:
         self.cache: TieredCache
         self.limiter: RateLimiter
         self.auth: AuthService
+        self.invalidations: Invalidations
         self.sessions: ChatSessions
         self.documents: DocumentService
         self.rag: RagService
@@ -102,7 +104,10 @@ class AppState:
         self.redis = RedisLink(redis_url, storage)
         self.cache = TieredCache(self.redis, storage, "cache")
         self.limiter = RateLimiter(self.redis, self.settings.rate_limits.enabled)
-        self.auth = AuthService(self.db, self.tokens, TieredCache(self.redis, storage, "revoked-jti"), self.settings.auth)
+        self.invalidations = Invalidations(self.redis, PrincipalCache(self.settings.auth.principal_cache_ttl_s))
+        self.invalidations.start()
+        self.auth = AuthService(self.db, self.tokens, TieredCache(self.redis, storage, "revoked-jti"), self.settings.auth,
+                                self.invalidations)
         # Session context changes on every turn and any replica may serve the next one: keep L1 copies short.
         session_cache = TieredCache(self.redis, storage, "chat-session", l1_ttl_s=2.0)
         self.documents = DocumentService(self.db, self.embeddings, self.settings.rag)
@@ -121,6 +126,7 @@ class AppState:
             logger.error("starting without the database: %s", self.db.last_error)
 
     async def shutdown(self) -> None:
+        await self.invalidations.stop()
         if self.supervisor is not None:
             await asyncio.to_thread(self.supervisor.stop)
         await self.db.close()

@@ -14,6 +14,7 @@ import asyncpg
 
 from serve_app.errors import EduserveError, ErrorCode
 from serve_app.security.passwords import hash_password, password_problems, verify_password
+from serve_app.security.principal_cache import Invalidations, PrincipalCache
 from serve_app.security.tokens import (
     TokenService,
     hash_secret,
@@ -76,11 +77,19 @@ class Principal:
 
 
 class AuthService:
-    def __init__(self, db: Database, tokens: TokenService, denylist: TieredCache, settings: AuthSettings):
+    def __init__(self, db: Database, tokens: TokenService, denylist: TieredCache, settings: AuthSettings,
+                 invalidations: Invalidations | None = None):
         self.db = db
         self.tokens = tokens
         self.denylist = denylist
         self.settings = settings
+        self.principals = invalidations.cache if invalidations else PrincipalCache(0)
+        self.invalidations = invalidations
+
+    async def _forget(self, user_id: str | None = None, credential_id: str | None = None) -> None:
+        """After a durable revocation: no replica may keep answering from its cache of authenticated callers."""
+        if self.invalidations is not None:
+            await self.invalidations.announce(user_id, credential_id)
 
     # ------------------------------------------------------------------ accounts
 
@@ -100,6 +109,7 @@ class AuthService:
     async def delete_user(self, user_id: str) -> None:
         async with self.db.connection() as conn:
             await conn.execute("DELETE FROM users WHERE id = $1", uuid.UUID(user_id))
+        await self._forget(user_id=user_id)
 
     # ------------------------------------------------------------------ sessions
 
@@ -186,6 +196,7 @@ class AuthService:
         if principal.kind == "user" and principal.expires_at:
             ttl = max(1, principal.expires_at - int(time.time()))
             await self.denylist.set(principal.credential_id, True, ttl)
+        await self._forget(credential_id=principal.credential_id)
 
     # ------------------------------------------------------------------ API keys
 
@@ -199,6 +210,7 @@ class AuthService:
             result = await conn.execute(
                 "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL", uuid.UUID(key_id)
             )
+        await self._forget(credential_id=key_id)
         return result.endswith("1")
 
     async def find_user_by_email(self, email: str) -> dict | None:
@@ -209,6 +221,16 @@ class AuthService:
     # ------------------------------------------------------------------ bearer authentication
 
     async def authenticate(self, credential: str) -> Principal:
+        """The caller behind a bearer credential; answered from the replica's short cache when it is there."""
+        cached = self.principals.get(credential)
+        if cached is not None:
+            return cached
+        principal, expires_at = await self._authenticate(credential)
+        self.principals.put(credential, principal, expires_at)
+        return principal
+
+    async def _authenticate(self, credential: str) -> tuple[Principal, float | None]:
+        """The caller and when the credential stops being valid (epoch seconds; None: no expiry)."""
         prefix = parse_api_key(credential)
         if prefix is not None:
             return await self._authenticate_api_key(credential, prefix)
@@ -226,9 +248,9 @@ class AuthService:
             raise unauthorized("this token was signed out")
         role = row["role"]
         # The role comes from the database, not the token: a demotion applies at once.
-        return Principal(claims.subject, role, "user", claims.token_id, claims.expires_at)
+        return Principal(claims.subject, role, "user", claims.token_id, claims.expires_at), claims.expires_at
 
-    async def _authenticate_api_key(self, key: str, prefix: str) -> Principal:
+    async def _authenticate_api_key(self, key: str, prefix: str) -> tuple[Principal, float | None]:
         async with self.db.connection() as conn:
             row = await conn.fetchrow(
                 "SELECT id::text AS id, user_id::text AS user_id, role, key_hash, expires_at, revoked_at, last_used_at,"
@@ -241,4 +263,5 @@ class AuthService:
             last = row["last_used_at"]
             if last is None or datetime.now(UTC) - last > timedelta(minutes=1):  # one write a minute, not per call
                 await conn.execute("UPDATE api_keys SET last_used_at = now() WHERE id = $1", uuid.UUID(row["id"]))
-        return Principal(row["user_id"], row["role"], "api_key", row["id"], rate_limit=row["rate_limit"])
+        expires = row["expires_at"].timestamp() if row["expires_at"] is not None else None
+        return Principal(row["user_id"], row["role"], "api_key", row["id"], rate_limit=row["rate_limit"]), expires
