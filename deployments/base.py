@@ -7,7 +7,7 @@ import gc
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import ray
@@ -158,12 +158,26 @@ class ModelReplica:
     def _batch(self, item: Any) -> Any:  # replaced by a @serve.batch method in each subclass
         raise NotImplementedError
 
-    def _run_batch(
-        self,
-        items: Sequence[tuple[Any, Any]],
-        count_tokens: Callable[[Any, Sequence[Any]], list[int]],
-        forward: Callable[[Any, list[Any]], Any],
-    ) -> list[tuple[Any, int]]:
+    def _forward(self, backend: Any, payloads: list[Any]) -> Any:  # the backend call of a batched subclass
+        raise NotImplementedError
+
+    def _count_tokens(self, backend: Any, payloads: Sequence[Any]) -> list[int]:
+        return backend.count_tokens(payloads)
+
+    async def _submit(self, items: list[tuple[Any, Any]]) -> list[tuple[Any, int]]:
+        """One request's (backend, payload) items through the replica-wide `@serve.batch` queue, so concurrent
+        requests share forward passes; a request alone on the replica runs at once instead of waiting out the
+        batch window for company that is not coming (measured in bench/RESULTS.md, issue 15)."""
+        self.ongoing += 1
+        try:
+            await asyncio.sleep(0)  # requests already delivered to this loop count themselves in first
+            if self.ongoing == 1 and len(items) <= self.config.max_batch_size:
+                return self._run_batch(items)
+            return list(await asyncio.gather(*(self._batch(item) for item in items)))
+        finally:
+            self.ongoing -= 1
+
+    def _run_batch(self, items: Sequence[tuple[Any, Any]]) -> list[tuple[Any, int]]:
         """One `@serve.batch` call over (backend, payload) items: fault hooks, then, per backend (a batch may mix
         multiplexed models), forward passes within the token budget. (output, tokens) per item, in order."""
         self._inject_faults()
@@ -175,9 +189,9 @@ class ModelReplica:
         for indices in groups.values():
             backend = items[indices[0]][0]
             payloads = [items[i][1] for i in indices]
-            lengths = count_tokens(backend, payloads)
+            lengths = self._count_tokens(backend, payloads)
             outputs, group_passes = run_in_token_budget(
-                payloads, lengths, self.config.max_batch_tokens, lambda chunk, b=backend: forward(b, chunk)
+                payloads, lengths, self.config.max_batch_tokens, lambda chunk, b=backend: self._forward(b, chunk)
             )
             passes += group_passes
             for index, output, tokens in zip(indices, outputs, lengths, strict=True):

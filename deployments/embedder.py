@@ -3,7 +3,6 @@ models per replica when the profile lists them (`multiplex`)."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import numpy as np
@@ -24,7 +23,7 @@ class Embedder(ModelReplica):
     async def embed(self, texts: list[str | list[int]]) -> dict[str, Any]:
         """Embed one request's inputs with the model it names (Serve's multiplexed model id) or the default one.
         An input may be token ids of that model's vocabulary (as vLLM accepts them). Each text joins the
-        replica-wide batch queue on its own, so texts of concurrent requests share passes."""
+        replica-wide batch queue on its own, so texts of concurrent requests share passes (a lone request runs at once)."""
         backend, error = await self._select()
         if error:
             return error
@@ -32,11 +31,7 @@ class Embedder(ModelReplica):
             texts = [t if isinstance(t, str) else text_of_token_ids(backend.tokenizer, t) for t in texts]
         except InvalidTokens as exc:
             return {"error": {"code": "invalid_token_ids", "message": str(exc)}}
-        self.ongoing += 1
-        try:
-            results = await asyncio.gather(*(self._batch((backend, text)) for text in texts))
-        finally:
-            self.ongoing -= 1
+        results = await self._submit([(backend, text) for text in texts])
         return {
             "embeddings": np.stack([vector for vector, _ in results]).astype(np.float32, copy=False),
             "token_counts": [tokens for _, tokens in results],
@@ -47,7 +42,10 @@ class Embedder(ModelReplica):
         # Runs on the replica's user-code loop on purpose: Serve receives requests on its own loop meanwhile, so
         # they are all waiting when this returns and the next batch is full. Offloading to a thread was measured
         # worse on 2 cores: GIL contention starved the loop and batches stayed near 3 instead of 13.
-        return self._run_batch(items, lambda b, texts: b.count_tokens(texts), lambda b, texts: b.encode(texts))
+        return self._run_batch(items)
+
+    def _forward(self, backend: EmbeddingBackend, texts: list[str]) -> np.ndarray:
+        return backend.encode(texts)
 
     async def tokenizer_json(self) -> str:
         """The default model's fast tokenizer, serialised: the ingress chunks documents with exactly these tokens

@@ -3,7 +3,6 @@ models per replica when the profile lists them (`multiplex`)."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from ray import serve
@@ -28,17 +27,16 @@ class Reranker(ModelReplica):
             return error
         if max_tokens_per_doc is not None:
             documents = [truncate_to_tokens(backend.tokenizer, doc, max_tokens_per_doc) for doc in documents]
-        self.ongoing += 1
-        try:
-            results = await asyncio.gather(*(self._batch((backend, (query, doc))) for doc in documents))
-        finally:
-            self.ongoing -= 1
+        results = await self._submit([(backend, (query, doc)) for doc in documents])
         return {"scores": [float(score) for score, _ in results], "token_counts": [tokens for _, tokens in results]}
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
     async def _batch(self, items: list[tuple[RerankBackend, tuple[str, str]]]) -> list[tuple[float, int]]:
         # On the user-code loop on purpose, as in Embedder._batch.
-        return self._run_batch(items, lambda b, pairs: b.count_tokens(pairs), lambda b, pairs: b.score(pairs))
+        return self._run_batch(items)
+
+    def _forward(self, backend: RerankBackend, pairs: list[tuple[str, str]]) -> Any:
+        return backend.score(pairs)
 
     def _details(self) -> dict[str, Any]:
         return {"max_seq_length": self.backend.max_seq_length} if self.backend is not None else {}

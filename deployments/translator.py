@@ -35,4 +35,7 @@ class Translator(ModelReplica):
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
     async def _batch(self, items: list[tuple[Any, str]]) -> list[tuple[str, int]]:
-        return self._run_batch(items, lambda b, texts: b.count_tokens(texts), lambda b, texts: b.translate(texts))
+        return self._run_batch(items)
+
+    def _forward(self, backend: Any, texts: list[str]) -> Any:
+        return backend.translate(texts)
