@@ -40,6 +40,8 @@ class OnnxEmbedding:
         # The replica set torch's thread count from the deployment's torch_threads: the same budget here.
         options.intra_op_num_threads = int(spec.options.get("intra_op_threads", torch.get_num_threads()))
         options.inter_op_num_threads = 1
+        # ONNX Runtime's workers spin between passes by default: cores the proxy and ingress need on a shared node.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
         self.inputs = {node.name for node in self.session.get_inputs()}
