@@ -22,6 +22,7 @@ import httpx
 import yaml
 from pydantic import SecretStr
 
+from serve_app.serve_env import with_serve_env
 from serve_app.settings import ConfigError, Settings, load_settings
 from serve_app.storage.embedded import (
     EmbeddedPostgres,
@@ -63,6 +64,7 @@ def load_serve_config(path: Path, profile: str | None) -> tuple[dict[str, Any], 
 def _ray_env() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("RAY_AUTH_MODE", "token")
+    with_serve_env(env)
     return env
 
 

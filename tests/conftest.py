@@ -6,6 +6,7 @@ Ray once.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import uuid
@@ -17,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from serve_app.serve_env import SERVE_ENV, with_serve_env
 from tests.support.servers import free_port
 
 APP_NAME = "eduserve"
@@ -43,6 +45,11 @@ class RayServe:
         if "nodes" in ray_kwargs:
             from ray.cluster_utils import Cluster
 
+            # Several nodes on one host: each HAProxy would want the same HTTP, stats and metrics ports, so the
+            # multi-node tests run with Serve's per-node proxies (each worker's on a port of its own).
+            for name in SERVE_ENV:
+                os.environ.pop(name, None)
+
             head, *workers = ray_kwargs["nodes"]
             self.cluster = Cluster(initialize_head=True, head_node_args=head)
             for worker in workers:
@@ -50,6 +57,7 @@ class RayServe:
             self.cluster.wait_for_nodes()
             ray.init(address=self.cluster.address, logging_level="WARNING")
         else:
+            with_serve_env(os.environ)  # as `eduserve run` and the manifests run Serve (read when Ray starts)
             ray.init(include_dashboard=False, logging_level="WARNING", **ray_kwargs)
         self.ray_kwargs = ray_kwargs
         self.app_key = None

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from serve_app.serve_env import SERVE_ENV
 from serve_app.settings import REPO_ROOT, ConfigError, load_settings
 
 
@@ -152,6 +153,8 @@ def test_cluster_yaml_passes_rays_own_validation():
     # Every node starts Ray with the shared store URLs; the head deploys Serve once the dashboard answers.
     for commands in (config["head_start_ray_commands"], config["worker_start_ray_commands"]):
         assert any(". ~/.eduserve/stores.env" in cmd and "ray start" in cmd for cmd in commands)
+        start = next(cmd for cmd in commands if "ray start" in cmd)
+        assert all(f"{name}={value}" in start for name, value in SERVE_ENV.items())  # Serve's switches, each node
     assert "serve deploy configs/serve_gpu.yaml" in config["head_start_ray_commands"][-1]
     assert types["gpu_worker"]["labels"] == GPU_POOL  # what the gpu profile keeps its CPU deployments off
 
@@ -211,6 +214,7 @@ def test_kuberay_manifest_carries_the_gpu_serve_config_token_auth_and_shared_sto
         assert not {"RAY_AUTH_MODE", "RAY_AUTH_TOKEN"} & set(env)
         for name in ("DATABASE_URL", "REDIS_URL", "EDUSERVE_AUTH__JWT_SECRET"):
             assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "eduserve-stores"
+        assert {name: env[name]["value"] for name in SERVE_ENV} == SERVE_ENV  # Serve's switches, every node
     head_env = {item["name"]: item.get("value") for item in containers[0]["env"]}
     assert head_env["RAY_SERVE_USE_PACK_SCHEDULING_STRATEGY"] == "1"
     gpu_limits = groups["gpu"]["template"]["spec"]["containers"][0]["resources"]["limits"]
