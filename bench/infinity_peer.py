@@ -1,5 +1,7 @@
 """infinity-emb as the peer of bench/embeddings.py: its own virtualenv (bench/.venvs/infinity, made on first use with
-the local CPU torch wheel and infinity-emb 0.0.78), serving the same packaged MiniLM offline on its torch engine."""
+the local CPU torch wheel and infinity-emb 0.0.78 with its torch and optimum (ONNX Runtime) engines), serving
+the same packaged MiniLM offline. Its optimum engine gets the same fp32 ONNX graph eduserve's `onnx` backend
+runs (what `make models` exported), beside the packaged model's config and tokenizer."""
 
 from __future__ import annotations
 
@@ -18,14 +20,26 @@ VENV = Path(__file__).parent / ".venvs" / "infinity"
 
 def ensure_installed() -> Path:
     binary = VENV / "bin" / "infinity_emb"
-    if binary.exists():
+    if binary.exists() and (VENV / ".engines-installed").exists():
         return binary
     print(f"installing infinity-emb {VERSION} into {VENV} (once) ...", flush=True)
     subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
     pip = [str(VENV / "bin" / "pip"), "install", "--quiet"]
     subprocess.run([*pip, "torch==2.13.0"], check=True)  # the local CPU wheel first, never a CUDA build
-    subprocess.run([*pip, f"infinity-emb[torch,server]=={VERSION}"], check=True)
+    subprocess.run([*pip, f"infinity-emb[torch,server,optimum]=={VERSION}"], check=True)
+    (VENV / ".engines-installed").touch()
     return binary
+
+
+def onnx_model_dir(model_dir: Path, onnx_file: Path) -> Path:
+    """A folder infinity's optimum engine loads offline: the packaged model's config and tokenizer, our ONNX graph."""
+    folder = Path(__file__).parent / "out" / "infinity-onnx-model"
+    folder.mkdir(parents=True, exist_ok=True)
+    for source in [*model_dir.glob("*.json"), model_dir / "vocab.txt", onnx_file]:
+        target = folder / source.name
+        if not target.exists():
+            target.symlink_to(source.resolve())
+    return folder
 
 
 @contextmanager
