@@ -11,7 +11,6 @@ Safety rests on two mechanisms, so that it holds when Redis is down:
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import time
@@ -19,7 +18,8 @@ from typing import Any, Protocol
 
 from cachetools import TLRUCache
 
-from serve_app.storage.cache import RedisLink
+from serve_app.security.tokens import hash_secret
+from serve_app.storage.cache import RedisLink, expires_after_ttl
 
 logger = logging.getLogger("ray.serve.eduserve.auth")
 
@@ -29,36 +29,33 @@ CHANNEL = "eduserve:auth:invalidate"
 class Cached(Protocol):
     user_id: str
     credential_id: str
+    expires_at: float | None  # when the credential itself stops being valid (epoch seconds)
 
 
 class PrincipalCache:
     def __init__(self, ttl_s: float, max_items: int = 10_000):
         self.ttl_s = ttl_s
-        self.entries: TLRUCache = TLRUCache(maxsize=max_items, ttu=_expiry, timer=time.monotonic)
+        self.entries: TLRUCache = TLRUCache(maxsize=max_items, ttu=expires_after_ttl, timer=time.monotonic)
 
     @property
     def enabled(self) -> bool:
         return self.ttl_s > 0
 
-    @staticmethod
-    def key(credential: str) -> str:
-        return hashlib.sha256(credential.encode()).hexdigest()  # never the secret itself as a key in memory
-
     def get(self, credential: str) -> Any | None:
         if not self.enabled:
             return None
-        hit = self.entries.get(self.key(credential))
+        hit = self.entries.get(hash_secret(credential))  # never the secret itself as a key in memory
         return hit[0] if hit is not None else None
 
-    def put(self, credential: str, principal: Cached, credential_expires_at: float | None) -> None:
-        """Keep `principal` for ttl_s, or until the credential itself expires (epoch seconds), if sooner."""
+    def put(self, credential: str, principal: Cached) -> None:
+        """Keep `principal` for ttl_s, or until its credential expires, if sooner."""
         if not self.enabled:
             return
         ttl = self.ttl_s
-        if credential_expires_at is not None:
-            ttl = min(ttl, credential_expires_at - time.time())
+        if principal.expires_at is not None:
+            ttl = min(ttl, principal.expires_at - time.time())
         if ttl > 0:
-            self.entries[self.key(credential)] = (principal, ttl)
+            self.entries[hash_secret(credential)] = (principal, ttl)
 
     def drop(self, user_id: str | None = None, credential_id: str | None = None) -> int:
         """Forget every entry of a user, or of one credential (a token's jti, an API key's id)."""
@@ -71,10 +68,6 @@ class PrincipalCache:
 
     def clear(self) -> None:
         self.entries.clear()
-
-
-def _expiry(_key: str, value: tuple[Any, float], now: float) -> float:
-    return now + value[1]
 
 
 class Invalidations:

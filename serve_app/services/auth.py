@@ -68,7 +68,7 @@ class Principal:
     role: str
     kind: str  # "user" | "api_key"
     credential_id: str  # the JWT's jti, or the API key's id
-    expires_at: int | None = None
+    expires_at: float | None = None  # when the credential stops being valid (epoch seconds); None: never
     rate_limit: str | None = None  # an API key's own limit; None: the configured per-caller limit
 
     @property
@@ -225,12 +225,11 @@ class AuthService:
         cached = self.principals.get(credential)
         if cached is not None:
             return cached
-        principal, expires_at = await self._authenticate(credential)
-        self.principals.put(credential, principal, expires_at)
+        principal = await self._authenticate(credential)
+        self.principals.put(credential, principal)
         return principal
 
-    async def _authenticate(self, credential: str) -> tuple[Principal, float | None]:
-        """The caller and when the credential stops being valid (epoch seconds; None: no expiry)."""
+    async def _authenticate(self, credential: str) -> Principal:
         prefix = parse_api_key(credential)
         if prefix is not None:
             return await self._authenticate_api_key(credential, prefix)
@@ -248,9 +247,9 @@ class AuthService:
             raise unauthorized("this token was signed out")
         role = row["role"]
         # The role comes from the database, not the token: a demotion applies at once.
-        return Principal(claims.subject, role, "user", claims.token_id, claims.expires_at), claims.expires_at
+        return Principal(claims.subject, role, "user", claims.token_id, claims.expires_at)
 
-    async def _authenticate_api_key(self, key: str, prefix: str) -> tuple[Principal, float | None]:
+    async def _authenticate_api_key(self, key: str, prefix: str) -> Principal:
         async with self.db.connection() as conn:
             row = await conn.fetchrow(
                 "SELECT id::text AS id, user_id::text AS user_id, role, key_hash, expires_at, revoked_at, last_used_at,"
@@ -264,4 +263,4 @@ class AuthService:
             if last is None or datetime.now(UTC) - last > timedelta(minutes=1):  # one write a minute, not per call
                 await conn.execute("UPDATE api_keys SET last_used_at = now() WHERE id = $1", uuid.UUID(row["id"]))
         expires = row["expires_at"].timestamp() if row["expires_at"] is not None else None
-        return Principal(row["user_id"], row["role"], "api_key", row["id"], rate_limit=row["rate_limit"]), expires
+        return Principal(row["user_id"], row["role"], "api_key", row["id"], expires, row["rate_limit"])

@@ -85,7 +85,8 @@ class RedisLink:
         await self.client.aclose()
 
 
-def _ttl_of(_key: Any, value: tuple[Any, float], now: float) -> float:
+def expires_after_ttl(_key: Any, value: tuple[Any, float], now: float) -> float:
+    """`ttu` of a cachetools TLRUCache whose values are (value, ttl_s) pairs."""
     return now + value[1]
 
 
@@ -96,7 +97,7 @@ class TieredCache:
         self.redis = redis
         self.namespace = namespace
         self.l1_ttl_s = min(settings.l1_ttl_s, l1_ttl_s) if l1_ttl_s is not None else settings.l1_ttl_s
-        self.l1: TLRUCache = TLRUCache(maxsize=settings.l1_max_items, ttu=_ttl_of, timer=time.monotonic)
+        self.l1: TLRUCache = TLRUCache(maxsize=settings.l1_max_items, ttu=expires_after_ttl, timer=time.monotonic)
 
     def _key(self, key: str) -> str:
         return f"eduserve:{self.namespace}:{key}"

@@ -112,13 +112,16 @@ async def test_with_redis_down_a_logout_elsewhere_holds_within_the_ttl(replicas)
 
 def test_an_entry_never_outlives_its_credential():
     cache = PrincipalCache(ttl_s=60)
-    principal = Principal("u1", "student", "user", "jti-1", int(time.time()) + 1)
-    cache.put("token-a", principal, credential_expires_at=time.time() - 1)  # already expired: not kept
+    expired = Principal("u1", "student", "user", "jti-1", time.time() - 1)
+    cache.put("token-a", expired)  # already expired: not kept
     assert cache.get("token-a") is None
-    cache.put("token-b", principal, credential_expires_at=time.time() + 0.2)
-    assert cache.get("token-b") == principal
+    soon = Principal("u1", "student", "user", "jti-1", time.time() + 0.2)
+    cache.put("token-b", soon)
+    assert cache.get("token-b") == soon
     time.sleep(0.3)
     assert cache.get("token-b") is None
-    cache.put("token-c", principal, None)
+    lasting = Principal("u1", "student", "api_key", "jti-1", None)  # a key without expiry: kept for ttl_s
+    cache.put("token-c", lasting)
+    assert cache.get("token-c") == lasting
     assert "token-c" not in str(list(cache.entries.keys()))  # keys are hashes, never the secret
     assert cache.drop(credential_id="jti-1") == 1 and cache.get("token-c") is None
