@@ -27,3 +27,10 @@ def with_serve_env(env: MutableMapping[str, str]) -> MutableMapping[str, str]:
     for name, value in SERVE_ENV.items():
         env.setdefault(name, value)
     return env
+
+
+def without_serve_env(env: MutableMapping[str, str]) -> MutableMapping[str, str]:
+    """`env` with Serve's defaults back (several nodes on one host: one HAProxy each would want the same ports)."""
+    for name in SERVE_ENV:
+        env.pop(name, None)
+    return env

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from serve_app.serve_env import SERVE_ENV, with_serve_env
+from serve_app.serve_env import with_serve_env, without_serve_env
 from tests.support.servers import free_port
 
 APP_NAME = "eduserve"
@@ -47,8 +47,7 @@ class RayServe:
 
             # Several nodes on one host: each HAProxy would want the same HTTP, stats and metrics ports, so the
             # multi-node tests run with Serve's per-node proxies (each worker's on a port of its own).
-            for name in SERVE_ENV:
-                os.environ.pop(name, None)
+            without_serve_env(os.environ)
 
             head, *workers = ray_kwargs["nodes"]
             self.cluster = Cluster(initialize_head=True, head_node_args=head)

@@ -30,7 +30,7 @@ import httpx
 import pytest
 import yaml
 
-from serve_app.serve_env import SERVE_ENV
+from serve_app.serve_env import without_serve_env
 from tests.gpu import gpu_profile_models, replica_nodes
 from tests.support.accounts import PASSWORD
 from tests.support.servers import PostgresServer, RedisServer, free_port
@@ -145,8 +145,7 @@ def deployed(ray_serve, shared_stores, tiny_models) -> Iterator[Deployed]:
 
     postgres, redis = shared_stores
     ray_serve.shutdown()  # the session's one-node Ray gives way to this cluster
-    for name in SERVE_ENV:  # several nodes on one host would share one set of HAProxy ports: Serve's proxies here
-        os.environ.pop(name, None)
+    without_serve_env(os.environ)  # several nodes on one host would share HAProxy's ports: Serve's proxies here
     dashboard_port, head_port = free_port(), free_port()
     # What cluster.yaml's ~/.eduserve/stores.env and the RayService's Secrets give every node.
     with _env(DATABASE_URL=postgres.url, REDIS_URL=redis.url, EDUSERVE_AUTH__JWT_SECRET=secrets.token_urlsafe(32)):
