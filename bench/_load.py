@@ -38,15 +38,14 @@ def wrk_embeddings(url: str, clients: int, seconds: float, headers: dict[str, st
 
 def _parse(out: str) -> dict:
     requests, elapsed = re.search(r"(\d+) requests in ([\d.]+\w+),", out).groups()
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    non_2xx_match = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    non_2xx = int(non_2xx_match.group(1)) if non_2xx_match else 0
     socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    errors = (int(non_2xx.group(1)) if non_2xx else 0) + (sum(map(int, socket.groups())) if socket else 0)
     latency = dict(re.findall(r"^\s+(\d+)%\s+(\S+)\s*$", out, re.M))
-    answered = int(requests) - (int(non_2xx.group(1)) if non_2xx else 0)
     return {
-        "sentences_per_s": answered / (_ms(elapsed) / 1000),  # successful answers only
+        "sentences_per_s": (int(requests) - non_2xx) / (_ms(elapsed) / 1000),  # successful answers only
         "requests": int(requests),
-        "errors": errors,
+        "errors": non_2xx + (sum(map(int, socket.groups())) if socket else 0),
         "p50_ms": _ms(latency["50"]),
         "p99_ms": _ms(latency["99"]),
         "client": "wrk",

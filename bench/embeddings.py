@@ -204,6 +204,7 @@ def load(url: str, path: str, clients: int, seconds: float, headers: dict[str, s
 
 def onnx_in_process(texts: list[str], seconds: float) -> float:
     """Sentences per second of the cpu profile's embedder backend called directly, batch 32, replica threads."""
+    from bench.embedding_backends import throughput
     from deployments.backends.registry import EMBEDDING_BACKENDS
     from deployments.common import configure_threads, load_chain, select_device
     from serve_app.settings import load_settings
@@ -212,12 +213,7 @@ def onnx_in_process(texts: list[str], seconds: float) -> float:
     spec = settings.models.embedder.primary
     configure_threads(spec.threads)  # as the replica does before it loads
     backend = load_chain(spec.chain, EMBEDDING_BACKENDS, select_device("cpu"), settings.prepared_models_dir).backend
-    backend.encode(texts[:32])  # warm-up
-    done, started, i = 0, time.perf_counter(), 0
-    while time.perf_counter() - started < seconds:
-        backend.encode([texts[(i + k) % len(texts)] for k in range(32)])
-        done, i = done + 32, i + 32
-    return done / (time.perf_counter() - started)
+    return throughput(backend.encode, texts[:32], seconds)
 
 
 def versus_infinity(seconds: float, out: str, engines: tuple[str, ...]) -> None:
