@@ -32,6 +32,17 @@ def record(role: str, tier: str, deployment: str) -> None:
         trace.append((role, tier, deployment))
 
 
+def entries() -> list[tuple[str, str, str]]:
+    return list(_TRACE.get() or [])
+
+
+def extend(entries: list[tuple[str, str, str]]) -> None:
+    """Entries recorded elsewhere on this request's behalf (a call it shared with other requests)."""
+    trace = _TRACE.get()
+    if trace is not None:
+        trace.extend(entries)
+
+
 def headers() -> list[tuple[bytes, bytes]]:
     """`x-eduserve-device: gpu|cpu` (or `mixed`) and `x-eduserve-route: role=tier,...` for the calls made."""
     trace = _TRACE.get()

@@ -61,7 +61,7 @@ class AppState:
                 settings.ingress.model_call_timeout_s,
                 breakers,
             )
-        self.embeddings = EmbeddingService(self.routers["embedder"], self.catalog, settings.limits)
+        self.embeddings = EmbeddingService(self.routers["embedder"], self.catalog, settings.limits, settings.ingress)
         self.rerank = RerankService(self.routers["reranker"], self.catalog, settings.limits)
         self.chat = ChatService(self.routers["llm"], self.catalog, settings.chat)
         secret = settings.auth.jwt_secret.get_secret_value() if settings.auth.jwt_secret else None
@@ -143,12 +143,15 @@ class AppState:
         which = ["primary"] + (["fallback"] if router.fallback else [])
         infos = await asyncio.gather(*(self._deployment_info(router, w) for w in which))
         deployments = dict(zip(which, infos, strict=True))
-        return {
+        status = {
             # A role is up when any of its deployments answers: the router sends traffic where it can.
             "ok": any(info["ok"] for info in deployments.values()),
             "routing": await router.status(),
             "deployments": deployments,
         }
+        if router is self.embeddings.client and self.embeddings.coalescer is not None:
+            status["coalescing"] = self.embeddings.coalescer.stats()  # this ingress replica's
+        return status
 
     async def _all_status(self) -> dict[str, dict[str, Any]]:
         roles = list(self.routers)

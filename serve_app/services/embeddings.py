@@ -11,7 +11,8 @@ from serve_app.catalog import ModelCatalog
 from serve_app.errors import EduserveError, ErrorCode
 from serve_app.protocol.embeddings import EmbeddingRequest
 from serve_app.routing import ModelRouter
-from serve_app.settings import LimitSettings
+from serve_app.services.coalesce import Coalescer
+from serve_app.settings import IngressSettings, LimitSettings
 
 
 def check_text_limits(texts: list[str] | list[str | list[int]], max_count: int, max_chars: int, what: str) -> None:
@@ -45,18 +46,28 @@ def encode_vector(vector: np.ndarray, encoding_format: str) -> list[float] | str
 
 
 class EmbeddingService:
-    def __init__(self, client: ModelRouter, catalog: ModelCatalog, limits: LimitSettings):
+    def __init__(self, client: ModelRouter, catalog: ModelCatalog, limits: LimitSettings, ingress: IngressSettings):
         self.client = client
         self.catalog = catalog
         self.limits = limits
+        self.coalescer: Coalescer[str, tuple[np.ndarray, int]] | None = None
+        if ingress.coalesce_max_inputs:
+            self.coalescer = Coalescer(self._embed_merged, ingress.coalesce_max_inputs, ingress.coalesce_max_inflight)
 
     async def embed(self, texts: list[str] | list[str | list[int]],
                     model_id: str | None = None) -> tuple[np.ndarray, list[int]]:
         """Vectors of `texts` (texts or token ids; the default model unless a multiplexed one is named), after the
-        HTTP API's limits. Other services (RAG) call this too."""
+        HTTP API's limits. Other services (RAG) call this too. Texts of concurrent requests share model calls."""
         check_text_limits(texts, self.limits.max_inputs_per_request, self.limits.max_input_chars, "input")
+        if self.coalescer is None or not texts or not all(isinstance(text, str) for text in texts):
+            result = check_model_result(await self.client.call("embed", texts, multiplexed_model_id=model_id))
+            return result["embeddings"], result["token_counts"]
+        rows = await self.coalescer.submit(model_id, texts)
+        return np.stack([vector for vector, _ in rows]), [tokens for _, tokens in rows]
+
+    async def _embed_merged(self, model_id: str | None, texts: list[str]) -> list[tuple[np.ndarray, int]]:
         result = check_model_result(await self.client.call("embed", texts, multiplexed_model_id=model_id))
-        return result["embeddings"], result["token_counts"]
+        return list(zip(result["embeddings"], result["token_counts"], strict=True))
 
     async def create(self, request: EmbeddingRequest) -> dict[str, Any]:
         model = self.catalog.resolve("embedder", request.model)

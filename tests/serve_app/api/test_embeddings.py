@@ -91,28 +91,42 @@ def test_openai_sdk_works_unmodified(cpu_app, admin_key, reference):
 
 
 def embedder_stats(client: httpx.Client) -> dict:
+    return embedder_status(client)["deployments"]["primary"]["stats"]
+
+
+def embedder_status(client: httpx.Client) -> dict:
     models = client.get("/v1/models").json()["data"]
-    return next(m for m in models if m["role"] == "embedder")["status"]["deployments"]["primary"]["stats"]
+    return next(m for m in models if m["role"] == "embedder")["status"]
 
 
-def test_batching_batches_concurrent_requests(client, cpu_app):
+def test_concurrent_requests_share_model_calls_and_each_gets_its_own_vectors(client, cpu_app, reference):
     before = embedder_stats(client)
+    texts = [f"sentence number {i} about science" for i in range(64)]
 
     async def burst():
         async with httpx.AsyncClient(base_url=cpu_app, timeout=120, headers=client.headers) as http:
-            responses = await asyncio.gather(*(
-                http.post("/v1/embeddings", json={"input": f"sentence number {i} about science", "model": MODEL})
-                for i in range(64)
+            return await asyncio.gather(*(
+                http.post("/v1/embeddings", json={"input": [text] * (1 + i % 3), "model": MODEL})
+                for i, text in enumerate(texts)
             ))
-        return [r.status_code for r in responses]
 
-    assert asyncio.run(burst()) == [200] * 64
+    responses = asyncio.run(burst())
+    assert [r.status_code for r in responses] == [200] * 64
+    expected = reference.encode(texts, normalize_embeddings=True)
+    for i, response in enumerate(responses):
+        body = response.json()
+        assert [item["index"] for item in body["data"]] == list(range(1 + i % 3))
+        served = np.array([item["embedding"] for item in body["data"]])
+        assert np.min(served @ expected[i]) >= 0.999, f"request {i} got another request's vector"
+        assert response.headers["x-eduserve-route"] == "embedder=cpu"
     after = embedder_stats(client)
     batches = after["batches"] - before["batches"]
     items = after["items"] - before["items"]
-    assert items == 64
-    assert batches < items, f"no batching: {batches} batches for {items} texts"
-    assert after["max_batch_size_seen"] > 1
+    assert items == sum(1 + i % 3 for i in range(64))
+    assert batches < 64, f"no batching: {batches} batches for 64 requests"
+    assert after["max_batch_size_seen"] > 3
+    coalescing = embedder_status(client)["coalescing"]
+    assert coalescing["calls"] < coalescing["requests"]
 
 
 def test_one_request_with_many_inputs_is_split_by_the_token_budget(client):

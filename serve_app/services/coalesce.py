@@ -1,0 +1,120 @@
+"""Concurrent requests for the same model merged into one model call in the ingress.
+
+Each model call costs the ingress and the replica a fixed amount of CPU (a handle call, Serve's request handling on
+both sides, a batch-queue round), whatever its size. Under load, requests that arrive while this ingress replica's
+calls are in flight wait and then leave together as one call; a request that finds a free slot leaves at once,
+so a lone request never waits for company. The merged call runs in a task of its own: a client that disconnects
+cancels its own wait, never the call the others share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from serve_app import request_trace
+from serve_app.errors import EduserveError, ErrorCode
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+# A request whose own input a merged call could not take: split the call, so only that request fails.
+INPUT_ERRORS = (ErrorCode.UNPROCESSABLE_INPUT, ErrorCode.BAD_REQUEST)
+
+
+@dataclass
+class _Waiting(Generic[Item]):
+    items: list[Item]
+    future: asyncio.Future
+
+
+@dataclass
+class _Lane(Generic[Item]):
+    """The calls in flight and the requests waiting, for one key (one model)."""
+
+    in_flight: int = 0
+    waiting: list[_Waiting[Item]] = field(default_factory=list)
+
+
+class Coalescer(Generic[Item, Result]):
+    """`submit(key, items)` → `call(key, merged items)`'s results for those items, in order.
+
+    At most `max_in_flight` calls per key at once; a call carries at most `max_items` items (a request larger than
+    that goes alone). `call` must return one result per item, in order."""
+
+    def __init__(self, call: Callable[[Hashable, list[Item]], Awaitable[list[Result]]], max_items: int,
+                 max_in_flight: int = 1):
+        self._call = call
+        self.max_items = max_items
+        self.max_in_flight = max_in_flight
+        self._lanes: dict[Hashable, _Lane[Item]] = {}
+        self.calls = 0
+        self.requests = 0
+
+    async def submit(self, key: Hashable, items: list[Item]) -> list[Result]:
+        self.requests += 1
+        lane = self._lanes.setdefault(key, _Lane())
+        waiting = _Waiting(items, asyncio.get_running_loop().create_future())
+        lane.waiting.append(waiting)
+        self._dispatch(key, lane)
+        results, trace = await asyncio.shield(waiting.future)
+        request_trace.extend(trace)  # the routing record of the call this request rode in
+        return results
+
+    def _dispatch(self, key: Hashable, lane: _Lane[Item]) -> None:
+        while lane.waiting and lane.in_flight < self.max_in_flight:
+            batch = self._take(lane)
+            lane.in_flight += 1
+            self.calls += 1
+            asyncio.get_running_loop().create_task(self._run(key, lane, batch))
+
+    def _take(self, lane: _Lane[Item]) -> list[_Waiting[Item]]:
+        """The longest run of waiting requests, oldest first, that fits in one call (at least one request)."""
+        batch = [lane.waiting.pop(0)]
+        size = len(batch[0].items)
+        while lane.waiting and size + len(lane.waiting[0].items) <= self.max_items:
+            size += len(lane.waiting[0].items)
+            batch.append(lane.waiting.pop(0))
+        return batch
+
+    async def _run(self, key: Hashable, lane: _Lane[Item], batch: list[_Waiting[Item]]) -> None:
+        try:
+            await self._answer(key, batch)
+        finally:
+            lane.in_flight -= 1
+            if lane.waiting:
+                self._dispatch(key, lane)
+            elif not lane.in_flight:
+                self._lanes.pop(key, None)
+
+    async def _answer(self, key: Hashable, batch: list[_Waiting[Item]]) -> None:
+        request_trace.start()  # this task's own trace (a copy of the context): handed to every request it carries
+        merged = [item for waiting in batch for item in waiting.items]
+        try:
+            results = await self._call(key, merged)
+        except EduserveError as exc:
+            if exc.code in INPUT_ERRORS and len(batch) > 1:
+                await asyncio.gather(*(self._answer(key, [waiting]) for waiting in batch))
+                return
+            return self._fail(batch, exc)
+        except Exception as exc:  # whatever the call raised reaches each request as if it had made the call
+            return self._fail(batch, exc)
+        trace = request_trace.entries()
+        offset = 0
+        for waiting in batch:
+            end = offset + len(waiting.items)
+            if not waiting.future.done():
+                waiting.future.set_result((results[offset:end], trace))
+            offset = end
+
+    @staticmethod
+    def _fail(batch: list[_Waiting[Item]], exc: BaseException) -> None:
+        for waiting in batch:
+            if not waiting.future.done():
+                waiting.future.set_exception(exc)
+
+    def stats(self) -> dict[str, Any]:
+        return {"requests": self.requests, "calls": self.calls,
+                "requests_per_call": round(self.requests / self.calls, 2) if self.calls else None}

@@ -1,0 +1,160 @@
+"""The ingress's Coalescer (pure logic: a recording function stands in for the model call): a lone request leaves at
+once, requests that arrive while a call is in flight leave together, each gets its own results, and one request's
+bad input or disconnect never costs the others theirs. The served path is covered by the embeddings API tests."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from serve_app import request_trace
+from serve_app.errors import EduserveError, ErrorCode
+from serve_app.services.coalesce import Coalescer
+
+
+class Model:
+    """Doubles numbers; a call waits until released, so tests decide what is in flight. Refuses negative input."""
+
+    def __init__(self, hold: bool = True):
+        self.calls: list[tuple[object, list[int]]] = []
+        self.release = asyncio.Event()
+        if not hold:
+            self.release.set()
+
+    async def __call__(self, key, items: list[int]) -> list[int]:
+        self.calls.append((key, list(items)))
+        request_trace.record("embedder", "cpu", f"call-{len(self.calls)}")
+        await self.release.wait()
+        if any(item < 0 for item in items):
+            raise EduserveError(ErrorCode.UNPROCESSABLE_INPUT, "negative input")
+        if any(item == 13 for item in items):
+            raise EduserveError(ErrorCode.MODEL_UNAVAILABLE, "the embedder is unavailable")
+        return [2 * item for item in items]
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_a_lone_request_leaves_at_once():
+    model = Model(hold=False)
+    coalescer = Coalescer(model, max_items=8)
+    assert await asyncio.wait_for(coalescer.submit("m", [1, 2]), 1) == [2, 4]
+    assert model.calls == [("m", [1, 2])]
+
+
+async def test_requests_arriving_during_a_call_leave_together_with_their_own_results():
+    model = Model()
+    coalescer = Coalescer(model, max_items=8)
+    first = asyncio.create_task(coalescer.submit("m", [1]))
+    await settle()
+    later = [asyncio.create_task(coalescer.submit("m", [10 * n, 10 * n + 1])) for n in range(1, 4)]
+    await settle()
+    assert model.calls == [("m", [1])]  # the others wait for the call in flight
+    model.release.set()
+    assert await first == [2]
+    assert [await task for task in later] == [[20, 22], [40, 42], [60, 62]]
+    assert model.calls == [("m", [1]), ("m", [10, 11, 20, 21, 30, 31])]
+    assert coalescer.stats() == {"requests": 4, "calls": 2, "requests_per_call": 2.0}
+
+
+async def test_a_call_never_exceeds_max_items_and_models_are_not_mixed():
+    model = Model()
+    coalescer = Coalescer(model, max_items=4)
+    busy = asyncio.create_task(coalescer.submit("m", [0]))
+    await settle()
+    tasks = [asyncio.create_task(coalescer.submit("m", [n, n])) for n in (1, 2, 3)]
+    other = asyncio.create_task(coalescer.submit("other", [7]))
+    big = asyncio.create_task(coalescer.submit("m", [9] * 6))
+    await settle()
+    model.release.set()
+    await asyncio.gather(busy, *tasks, other, big)
+    assert sorted(model.calls) == sorted([("m", [0]), ("other", [7]), ("m", [1, 1, 2, 2]), ("m", [3, 3]),
+                                          ("m", [9] * 6)])
+    assert big.result() == [18] * 6 and other.result() == [14]
+
+
+async def test_max_in_flight_calls_leave_without_waiting():
+    model = Model()
+    coalescer = Coalescer(model, max_items=8, max_in_flight=2)
+    tasks = [asyncio.create_task(coalescer.submit("m", [n])) for n in (1, 2, 3, 4)]
+    await settle()
+    assert model.calls == [("m", [1]), ("m", [2])]
+    model.release.set()
+    assert [await task for task in tasks] == [[2], [4], [6], [8]]
+    assert model.calls[2:] == [("m", [3, 4])]
+
+
+async def test_one_requests_bad_input_fails_only_that_request():
+    model = Model()
+    coalescer = Coalescer(model, max_items=8)
+    busy = asyncio.create_task(coalescer.submit("m", [0]))
+    await settle()
+    good, bad, also_good = (asyncio.create_task(coalescer.submit("m", items)) for items in ([1], [-1], [2]))
+    await settle()
+    model.release.set()
+    assert await busy == [0] and await good == [2] and await also_good == [4]
+    with pytest.raises(EduserveError) as caught:
+        await bad
+    assert caught.value.code is ErrorCode.UNPROCESSABLE_INPUT
+
+
+async def test_a_failing_model_fails_every_request_of_the_call_with_its_error():
+    model = Model()
+    coalescer = Coalescer(model, max_items=8)
+    busy = asyncio.create_task(coalescer.submit("m", [0]))
+    await settle()
+    tasks = [asyncio.create_task(coalescer.submit("m", items)) for items in ([1], [13])]
+    await settle()
+    model.release.set()
+    await busy
+    for task in tasks:
+        with pytest.raises(EduserveError) as caught:
+            await task
+        assert caught.value.code is ErrorCode.MODEL_UNAVAILABLE
+    assert len(model.calls) == 2  # not retried one by one: the model, not an input, failed
+
+
+async def test_a_disconnected_client_does_not_cancel_the_call_it_shared():
+    calls: list[list[int]] = []
+    gates = [asyncio.Event(), asyncio.Event()]  # one per call: the test opens them one at a time
+
+    async def model(key, items: list[int]) -> list[int]:
+        calls.append(list(items))
+        await gates[len(calls) - 1].wait()
+        return [2 * item for item in items]
+
+    coalescer = Coalescer(model, max_items=8)
+    busy = asyncio.create_task(coalescer.submit("m", [0]))
+    await settle()
+    leaving, staying = (asyncio.create_task(coalescer.submit("m", [n])) for n in (1, 2))
+    await settle()
+    gates[0].set()
+    await busy
+    await settle()
+    assert calls == [[0], [1, 2]]  # the shared call is in flight
+    leaving.cancel()
+    await settle()
+    gates[1].set()
+    assert await staying == [4]
+    assert leaving.cancelled()
+
+
+async def test_every_request_carries_the_routing_record_of_the_call_it_rode_in():
+    model = Model()
+    coalescer = Coalescer(model, max_items=8)
+
+    async def request(n: int) -> list[tuple[str, str, str]]:
+        request_trace.start()
+        await coalescer.submit("m", [n])
+        return request_trace.entries()
+
+    busy = asyncio.create_task(request(0))
+    await settle()
+    riders = [asyncio.create_task(request(n)) for n in (1, 2)]
+    await settle()
+    model.release.set()
+    assert await busy == [("embedder", "cpu", "call-1")]
+    assert [await task for task in riders] == [[("embedder", "cpu", "call-2")]] * 2
