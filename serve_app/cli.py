@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from serve_app.settings import REPO_ROOT, ConfigError, load_settings
+from serve_app.version import EDUSERVE_VERSION
 
 
 def _prepare_models(args: argparse.Namespace) -> int:
@@ -110,6 +111,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="eduserve", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"eduserve {EDUSERVE_VERSION}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="start Ray and the Serve app; Ctrl-C stops both")

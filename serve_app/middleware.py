@@ -59,11 +59,11 @@ class RequestContextMiddleware:
 
 
 DOCS_PATHS = ("/docs", "/redoc")
-# Swagger UI and ReDoc load their scripts and styles from jsDelivr and run an inline bootstrap script.
+DOCS_ASSETS = "/docs/assets"  # Swagger UI's and ReDoc's scripts and styles, served by the app (works offline)
+# The docs pages load those assets from here and run an inline bootstrap script; ReDoc renders in a blob worker.
 DOCS_CSP = (
-    "default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: https://fastapi.tiangolo.com; "
-    "connect-src 'self'; worker-src blob:; frame-ancestors 'none'"
+    "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; worker-src blob:; frame-ancestors 'none'"
 )
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from fastapi_offline import FastAPIOffline
 from starlette.middleware.cors import CORSMiddleware
 
 from serve_app.api import health
@@ -16,6 +17,7 @@ from serve_app.api.v2 import admin, auth, content, documents
 from serve_app.api.v2 import chat as chat_v2
 from serve_app.errors import install_error_handlers
 from serve_app.middleware import (
+    DOCS_ASSETS,
     BodySizeLimitMiddleware,
     NulInUrlMiddleware,
     RequestContextMiddleware,
@@ -23,9 +25,7 @@ from serve_app.middleware import (
 )
 from serve_app.protocol.common import ERROR_RESPONSES
 from serve_app.state import AppState
-
-API_VERSION = "0.1.0"
-
+from serve_app.version import EDUSERVE_VERSION
 
 def create_api(state: AppState) -> FastAPI:
     @asynccontextmanager
@@ -36,12 +36,14 @@ def create_api(state: AppState) -> FastAPI:
         finally:
             await state.shutdown()
 
-    app = FastAPI(
+    # Swagger UI and ReDoc from assets the app serves itself (fastapi-offline ships them): /docs works offline.
+    app = FastAPIOffline(
         title="eduserve",
-        version=API_VERSION,
+        version=EDUSERVE_VERSION,
         description="Model serving for an AI learning assistant: OpenAI-compatible /v1 and product /v2 routes.",
         lifespan=lifespan,
         responses=ERROR_RESPONSES,
+        static_url=DOCS_ASSETS,
     )
     app.state.eduserve = state
     install_error_handlers(app)

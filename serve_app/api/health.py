@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from serve_app.api.deps import State
 from serve_app.errors import ErrorCode, error_body
-from serve_app.protocol.models import Liveness, Readiness
+from serve_app.protocol.models import Liveness, Readiness, VersionInfo
+from serve_app.version import version_info
 
 router = APIRouter(tags=["health"])
 
@@ -29,3 +32,9 @@ async def readyz(state: State):
         **error_body(ErrorCode.MODEL_UNAVAILABLE, f"not ready: {', '.join(failing)}"),
     }
     return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
+
+
+@router.get("/version", response_model=VersionInfo)
+async def version(state: State):
+    """What is serving: eduserve's version, the profile, and the versions of the serving stack."""
+    return VersionInfo(profile=Path(state.settings.profile).stem, **version_info())  # a name, never a path

@@ -26,6 +26,16 @@ class Liveness(BaseModel):
     status: Literal["ok"] = "ok"
 
 
+class VersionInfo(BaseModel):
+    version: str = Field(description="eduserve")
+    profile: str
+    python: str
+    ray: str | None
+    vllm: str | None
+    fastapi: str | None
+    onnxruntime: str | None
+
+
 class Readiness(BaseModel):
     status: Literal["ready", "unavailable"]
     checks: dict[str, dict[str, Any]]

