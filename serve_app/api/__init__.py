@@ -27,6 +27,7 @@ from serve_app.protocol.common import ERROR_RESPONSES
 from serve_app.state import AppState
 from serve_app.version import EDUSERVE_VERSION
 
+
 def create_api(state: AppState) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
