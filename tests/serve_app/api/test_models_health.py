@@ -76,7 +76,6 @@ def test_cli_prints_its_version():
     import subprocess
     import sys
     from importlib.metadata import version
-
     from pathlib import Path
 
     command = Path(sys.executable).with_name("eduserve")  # the installed console script
