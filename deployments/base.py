@@ -169,22 +169,25 @@ class ModelReplica:
         requests share forward passes; a request alone on the replica runs at once instead of waiting out the
         batch window for company that is not coming (measured in bench/RESULTS.md, issue 15)."""
         self.ongoing += 1
+        enqueued = time.perf_counter()
+        stamped = [(backend, payload, enqueued) for backend, payload in items]
         try:
             await asyncio.sleep(0)  # requests already delivered to this loop count themselves in first
             if self.ongoing == 1 and len(items) <= self.config.max_batch_size:
-                return self._run_batch(items)
-            return list(await asyncio.gather(*(self._batch(item) for item in items)))
+                return self._run_batch(stamped)
+            return list(await asyncio.gather(*(self._batch(item) for item in stamped)))
         finally:
             self.ongoing -= 1
 
-    def _run_batch(self, items: Sequence[tuple[Any, Any]]) -> list[tuple[Any, int]]:
-        """One `@serve.batch` call over (backend, payload) items: fault hooks, then, per backend (a batch may mix
-        multiplexed models), forward passes within the token budget. (output, tokens) per item, in order."""
+    def _run_batch(self, items: Sequence[tuple[Any, Any, float]]) -> list[tuple[Any, int]]:
+        """One `@serve.batch` call over (backend, payload, enqueued at) items: fault hooks, then, per backend (a
+        batch may mix multiplexed models), forward passes within the token budget. (output, tokens) per item."""
+        waited = time.perf_counter() - min(enqueued for _, _, enqueued in items) if items else None
         self._inject_faults()
         results: list[Any] = [None] * len(items)
         passes = 0
         groups: dict[int, list[int]] = {}
-        for index, (backend, _) in enumerate(items):
+        for index, (backend, _, _) in enumerate(items):
             groups.setdefault(id(backend), []).append(index)
         for indices in groups.values():
             backend = items[indices[0]][0]
@@ -196,7 +199,7 @@ class ModelReplica:
             passes += group_passes
             for index, output, tokens in zip(indices, outputs, lengths, strict=True):
                 results[index] = (output, tokens)
-        self.stats.record(len(items), passes)
+        self.stats.record(len(items), passes, waited)
         return results
 
     def _inject_faults(self) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from deployments.metrics import record_batch
 from deployments.spec import BackendSpec, BatchSettings
 
 logger = logging.getLogger("ray.serve.eduserve.deployments")
@@ -359,7 +360,9 @@ class BatchStats:
     sizes: Counter = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def record(self, batch_size: int, forward_passes: int) -> None:
+    def record(self, batch_size: int, forward_passes: int, waited_s: float | None = None) -> None:
+        """One batch; `waited_s`: how long its oldest item waited for it (also exported as Serve metrics)."""
+        record_batch(batch_size, waited_s)
         with self._lock:
             self.batches += 1
             self.items += batch_size

@@ -38,7 +38,7 @@ class Embedder(ModelReplica):
         }
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def _batch(self, items: list[tuple[EmbeddingBackend, str]]) -> list[tuple[np.ndarray, int]]:
+    async def _batch(self, items: list[tuple[EmbeddingBackend, str, float]]) -> list[tuple[np.ndarray, int]]:
         # Runs on the replica's user-code loop on purpose: Serve receives requests on its own loop meanwhile, so
         # they are all waiting when this returns and the next batch is full. Offloading to a thread was measured
         # worse on 2 cores: GIL contention starved the loop and batches stayed near 3 instead of 13.

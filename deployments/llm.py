@@ -28,6 +28,7 @@ from deployments.base import ModelReplica
 from deployments.common import load_chain_async
 from deployments.llm_openai import TokenLevelOpenAI
 from deployments.llm_text import IncrementalDecoder, PromptTooLong, finish_reason, fit_history, usage
+from deployments.metrics import StreamTimer, record_tokens
 from deployments.spec import DeploymentSpec
 
 logger = logging.getLogger("ray.serve.eduserve.llm")
@@ -41,6 +42,12 @@ class GenerationStats:
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.last_cancelled_after_tokens: int | None = None
+
+    def count(self, prompt_tokens: int, completion_tokens: int) -> None:
+        """Tokens of a request (or of part of a stream), here and in the Serve metrics."""
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
+        record_tokens(prompt_tokens, completion_tokens)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -121,6 +128,7 @@ class LLM(ModelReplica):
     async def openai_stream(self, kind: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """Chunks in the OpenAI shape, or one {"error"} item. Closing the stream stops the generation.
         Usage is always asked of the engine (it is counted here) and passed on when the client asked for it."""
+        timer, generated = StreamTimer(), 0
         _, error = await self._adapter()
         if error:
             yield error
@@ -132,17 +140,23 @@ class LLM(ModelReplica):
         try:
             async for chunk in chunks:
                 if "usage" in chunk and not chunk.get("choices"):
-                    self._count_usage(chunk["usage"])
+                    generated = self._count_usage(chunk["usage"])
                     if not options.get("include_usage"):
                         continue
+                elif chunk.get("choices"):
+                    timer.tokens_arrived()
                 yield chunk
         finally:
+            timer.finish(generated)
             await chunks.aclose()
 
-    def _count_usage(self, counts: dict[str, int] | None) -> None:
-        if counts:
-            self.generation.prompt_tokens += counts.get("prompt_tokens") or 0
-            self.generation.completion_tokens += counts.get("completion_tokens") or 0
+    def _count_usage(self, counts: dict[str, int] | None) -> int:
+        """Counts an OpenAI `usage`; the completion tokens."""
+        if not counts:
+            return 0
+        completion = counts.get("completion_tokens") or 0
+        self.generation.count(counts.get("prompt_tokens") or 0, completion)
+        return completion
 
     # ------------------------------------------------------------------ plain chat (/v2, content tools)
 
@@ -192,8 +206,7 @@ class LLM(ModelReplica):
         ids = await self._generate(prompt, params, adapter)
         decoder = IncrementalDecoder(self.backend.tokenizer, stop)
         decoder.push(ids)
-        self.generation.prompt_tokens += len(prompt)
-        self.generation.completion_tokens += len(ids)
+        self.generation.count(len(prompt), len(ids))
         return {
             "text": decoder.text,
             "finish_reason": finish_reason(decoder.stopped, len(ids), params.max_tokens),
@@ -217,6 +230,7 @@ class LLM(ModelReplica):
 
     async def chat_stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """Yields {"delta": str} items, then {"finish_reason", "usage"}; or one {"error"} item."""
+        timer = StreamTimer()
         adapter, error = await self._adapter()
         if error:
             yield error
@@ -231,10 +245,11 @@ class LLM(ModelReplica):
         decoder = IncrementalDecoder(self.backend.tokenizer, stop)
         generated = 0
         tokens = self._count_stream(prompt, params, adapter)
-        self.generation.prompt_tokens += len(prompt)
+        self.generation.count(len(prompt), 0)
         try:
             async for new_ids in tokens:
                 generated += len(new_ids)
+                timer.tokens_arrived()
                 delta = decoder.push(new_ids)
                 if delta:
                     yield {"delta": delta}
@@ -249,7 +264,8 @@ class LLM(ModelReplica):
             }
         finally:
             await tokens.aclose()
-            self.generation.completion_tokens += generated
+            self.generation.count(0, generated)
+            timer.finish(generated)
 
     async def _count_stream(self, prompt: list[int], params: SamplingParams,
                             adapter: Any = None) -> AsyncIterator[list[int]]:

@@ -31,8 +31,8 @@ class Reranker(ModelReplica):
         return {"scores": [float(score) for score, _ in results], "token_counts": [tokens for _, tokens in results]}
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
-    async def _batch(self, items: list[tuple[RerankBackend, tuple[str, str]]]) -> list[tuple[float, int]]:
-        # On the user-code loop on purpose, as in Embedder._batch.
+    async def _batch(self, items: list[tuple[RerankBackend, tuple[str, str], float]]) -> list[tuple[float, int]]:
+        # On the user-code loop on purpose, as in Embedder._batch. Items: (backend, pair, enqueued at).
         return self._run_batch(items)
 
     def _forward(self, backend: RerankBackend, pairs: list[tuple[str, str]]) -> Any:

@@ -3,7 +3,6 @@ recently used (`@serve.multiplexed`); the pair is the multiplexed model id (e.g.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from ray import serve
@@ -25,7 +24,7 @@ class Translator(ModelReplica):
             return error
         documents = [backend.split(text) for text in texts]
         sentences = [sentence for paragraphs in documents for paragraph in paragraphs for sentence in paragraph]
-        results = iter(await asyncio.gather(*(self._batch((backend, sentence)) for sentence in sentences)))
+        results = iter(await self._submit([(backend, sentence) for sentence in sentences]))
         translated, token_counts = [], []
         for paragraphs in documents:
             parts = [[next(results) for _ in paragraph] for paragraph in paragraphs]
@@ -34,7 +33,7 @@ class Translator(ModelReplica):
         return {"texts": translated, "token_counts": token_counts}
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
-    async def _batch(self, items: list[tuple[Any, str]]) -> list[tuple[str, int]]:
+    async def _batch(self, items: list[tuple[Any, str, float]]) -> list[tuple[str, int]]:
         return self._run_batch(items)
 
     def _forward(self, backend: Any, texts: list[str]) -> Any:

@@ -68,10 +68,15 @@ class VLLMBackend:
         from transformers import AutoTokenizer
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
+        from vllm.v1.metrics.ray_wrappers import RayPrometheusStatLogger
 
         self.args = engine_arguments(spec.model, dict(spec.options))
         self.served_names: list[str] = list(self.args.served_model_name or [spec.model])
-        self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs.from_cli_args(self.args))
+        # The engine's own metrics (time to first token, inter-token latency, tokens, requests running and waiting,
+        # KV cache use) into Ray's metrics pipeline, as ray.serve.llm exports them; with `disable_log_stats` this
+        # is the only stat logger (no periodic log lines).
+        self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs.from_cli_args(self.args),
+                                                stat_loggers=[RayPrometheusStatLogger])
         # The engine's own limit (its max_model_len, or the model's when the profile leaves it out).
         self.context_length = int(self.engine.model_config.max_model_len)
         self.tokenizer = AutoTokenizer.from_pretrained(self.args.tokenizer or spec.model)
