@@ -252,8 +252,12 @@ class ModelRouter:
         request_trace.record(self.role, target.tier, target.name)
         metrics.record_route(self.role, target.tier, reason)
 
+    async def breaker_state(self) -> str | None:
+        """closed, opened or half-opened; None for a role without a fallback (it has no breaker)."""
+        return (await self._breaker()).context.state if self.fallback is not None else None
+
     async def status(self) -> dict[str, Any]:
-        breaker = (await self._breaker()).context.state if self.fallback is not None else None
+        breaker = await self.breaker_state()
         return {
             "primary": self.primary.name,
             "fallback": self.fallback.name if self.fallback else None,

@@ -9,6 +9,7 @@ from typing import Any
 
 from ray.serve.handle import DeploymentHandle
 
+from serve_app import metrics
 from serve_app.catalog import ModelCatalog
 from serve_app.errors import EduserveError
 from serve_app.routing import ModelRouter, Target, make_breakers
@@ -36,6 +37,8 @@ from serve_app.storage.embedded import (
 )
 
 logger = logging.getLogger("ray.serve.eduserve.ingress")
+
+GAUGE_REPORT_INTERVAL_S = 5.0  # within Ray's export interval (10 s by default), so a gauge never lapses
 
 
 def _alive_ray_nodes() -> int:
@@ -80,6 +83,7 @@ class AppState:
         self.profiles: ProfileService
         self.content: ContentService
         self.supervisor: StoreSupervisor | None = None  # of the embedded stores, when this replica started them
+        self._gauges: asyncio.Task | None = None
 
     async def startup(self) -> None:
         database_url, redis_url = (url.get_secret_value() if url is not None else None
@@ -124,8 +128,26 @@ class AppState:
                                      self.settings)
         if not await self.db.open():  # not fatal: requests that need it get 503 until it is back
             logger.error("starting without the database: %s", self.db.last_error)
+        self._gauges = asyncio.create_task(self._report_gauges(), name="state-gauges")
+
+    async def _report_gauges(self) -> None:
+        """Ray exports a gauge only while it is re-reported (it drops a value after two export intervals): the
+        storage and breaker gauges are set again every few seconds from what holds now."""
+        while True:
+            try:
+                metrics.set_dependency_up("postgres", self.db.pool is not None and self.db.last_error is None)
+                metrics.set_dependency_up("redis", self.redis.available and self.redis.last_error is None)
+                for router in self.routers.values():
+                    state = await router.breaker_state()
+                    if state is not None:
+                        metrics.set_breaker_state(router.primary.name, state)
+            except Exception as exc:  # a metric is never worth the loop
+                logger.debug("gauges not reported: %s", exc)
+            await asyncio.sleep(GAUGE_REPORT_INTERVAL_S)
 
     async def shutdown(self) -> None:
+        if self._gauges is not None:
+            self._gauges.cancel()
         await self.invalidations.stop()
         if self.supervisor is not None:
             await asyncio.to_thread(self.supervisor.stop)

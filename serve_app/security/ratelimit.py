@@ -10,6 +10,7 @@ from limits import parse
 from limits.aio.storage import MemoryStorage, RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
+from serve_app import metrics
 from serve_app.errors import EduserveError, ErrorCode
 from serve_app.storage.cache import RedisLink
 
@@ -45,6 +46,7 @@ class RateLimiter:
             result = await self._hit(self.local, item, keys)
         allowed, reset = result
         if not allowed:
+            metrics.record_rate_limited(keys[0] if keys else "unnamed")
             retry_after = max(1, math.ceil(reset - time.time()))
             raise EduserveError(
                 ErrorCode.RATE_LIMITED, f"rate limit exceeded ({limit}); retry in {retry_after}s",

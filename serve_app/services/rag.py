@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from serve_app import metrics
 from serve_app.errors import EduserveError, ErrorCode
 from serve_app.services.auth import Principal
 from serve_app.services.documents import DocumentService, not_found, public_name
@@ -64,6 +65,7 @@ class RagService:
             "ef_search": params.ef_search,
         }, sort_keys=True).encode()).hexdigest()
         cached = await self.cache.get(key)
+        metrics.record_rag_cache(cached is not None)
         if cached is not None:
             return {**cached, "cached": True}
         results = await self._search(scope, params) if scope else []

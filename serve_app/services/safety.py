@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from deployments.text_split import paragraphs, sentences
-from serve_app import request_trace
+from serve_app import metrics, request_trace
 from serve_app.errors import EduserveError, ErrorCode
 from serve_app.routing import ModelRouter
 from serve_app.services.auth import Principal
@@ -91,7 +91,8 @@ class SafetyService:
 
     async def record(self, principal: Principal | None, direction: str, category: str, score: float | None,
                      action: str, excerpt: str) -> None:
-        """A row in safety_events; never lets a storage failure hide the block itself."""
+        """A row in safety_events (and the Serve metric); never lets a storage failure hide the block itself."""
+        metrics.record_safety_event(direction, category, action)
         try:
             async with self.db.connection() as conn:
                 await conn.execute(

@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 from pgvector.asyncpg import register_vector
 
+from serve_app import metrics
 from serve_app.errors import EduserveError, ErrorCode
 from serve_app.settings import StorageSettings
 from serve_app.storage.migrations import migrate
@@ -90,11 +91,19 @@ class Database:
                     init=self._init_connection,
                 )
             except CONNECTION_ERRORS as exc:
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                logger.warning("database unavailable: %s", self.last_error)
+                self._failed(exc, "database unavailable")
                 return False
-            self.last_error = None
+            self._answered()
             return True
+
+    def _failed(self, exc: BaseException, what: str) -> None:
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        logger.warning("%s: %s", what, self.last_error)
+        metrics.set_dependency_up("postgres", False)
+
+    def _answered(self) -> None:
+        self.last_error = None
+        metrics.set_dependency_up("postgres", True)
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
@@ -106,12 +115,13 @@ class Database:
         assert self.pool is not None
         try:
             async with self.pool.acquire(timeout=self.settings.connect_timeout_s) as conn:
+                if self.last_error is not None:  # back after a failure
+                    self._answered()
                 yield conn
         except INVALID_VALUE_ERRORS as exc:  # before CONNECTION_ERRORS: the client-side kind is an InterfaceError
             raise invalid_value(exc) from None
         except CONNECTION_ERRORS as exc:
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            logger.warning("database connection failed: %s", self.last_error)
+            self._failed(exc, "database connection failed")
             raise unavailable() from None
 
     @asynccontextmanager
