@@ -50,6 +50,7 @@ class Coalescer(Generic[Item, Result]):
         self.max_items = max_items
         self.max_in_flight = max_in_flight
         self._lanes: dict[Hashable, _Lane[Item]] = {}
+        self._tasks: set[asyncio.Task] = set()
         self.calls = 0
         self.requests = 0
 
@@ -59,7 +60,12 @@ class Coalescer(Generic[Item, Result]):
         waiting = _Waiting(items, asyncio.get_running_loop().create_future())
         lane.waiting.append(waiting)
         self._dispatch(key, lane)
-        results, trace = await asyncio.shield(waiting.future)
+        try:
+            results, trace = await asyncio.shield(waiting.future)
+        except asyncio.CancelledError:
+            if waiting in lane.waiting:  # gone before its call left: it will not be sent
+                lane.waiting.remove(waiting)
+            raise
         request_trace.extend(trace)  # the routing record of the call this request rode in
         return results
 
@@ -68,7 +74,9 @@ class Coalescer(Generic[Item, Result]):
             batch = self._take(lane)
             lane.in_flight += 1
             self.calls += 1
-            asyncio.get_running_loop().create_task(self._run(key, lane, batch))
+            task = asyncio.get_running_loop().create_task(self._run(key, lane, batch))
+            self._tasks.add(task)  # the loop keeps only weak references to tasks
+            task.add_done_callback(self._tasks.discard)
 
     def _take(self, lane: _Lane[Item]) -> list[_Waiting[Item]]:
         """The longest run of waiting requests, oldest first, that fits in one call (at least one request)."""
@@ -101,6 +109,10 @@ class Coalescer(Generic[Item, Result]):
             return self._fail(batch, exc)
         except Exception as exc:  # whatever the call raised reaches each request as if it had made the call
             return self._fail(batch, exc)
+        except asyncio.CancelledError:  # the replica is shutting down: nobody waits forever
+            for waiting in batch:
+                waiting.future.cancel()
+            raise
         trace = request_trace.entries()
         offset = 0
         for waiting in batch:

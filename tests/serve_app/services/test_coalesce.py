@@ -158,3 +158,17 @@ async def test_every_request_carries_the_routing_record_of_the_call_it_rode_in()
     model.release.set()
     assert await busy == [("embedder", "cpu", "call-1")]
     assert [await task for task in riders] == [[("embedder", "cpu", "call-2")]] * 2
+
+
+async def test_a_request_gone_before_its_call_left_is_not_sent():
+    model = Model()
+    coalescer = Coalescer(model, max_items=8)
+    busy = asyncio.create_task(coalescer.submit("m", [0]))
+    await settle()
+    gone, staying = (asyncio.create_task(coalescer.submit("m", [n])) for n in (1, 2))
+    await settle()
+    gone.cancel()
+    await settle()
+    model.release.set()
+    assert await busy == [0] and await staying == [4]
+    assert model.calls == [("m", [0]), ("m", [2])]
