@@ -54,7 +54,7 @@ class IngressSettings(StrictModel):
     readiness_timeout_s: float = Field(5.0, gt=0, description="each model's answer to /readyz")
     coalesce_max_inputs: int = Field(
         64, ge=0, description="embedding requests waiting on a busy model leave together as one call of at most "
-        "this many texts (0: one call per request)")
+        "this many texts (0: one call per request); only where the embedder has no fallback deployment")
     coalesce_max_inflight: int = Field(1, ge=1, description="merged embedding calls in flight per model and replica")
 
 

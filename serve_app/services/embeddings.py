@@ -51,7 +51,9 @@ class EmbeddingService:
         self.catalog = catalog
         self.limits = limits
         self.coalescer: Coalescer[str, tuple[np.ndarray, int]] | None = None
-        if ingress.coalesce_max_inputs:
+        # Only for a role served by one deployment: with a fallback tier, the router needs each request's own call
+        # to send the overflow to the CPU deployment, where merging would hold it back behind the GPU's call.
+        if ingress.coalesce_max_inputs and client.fallback is None:
             self.coalescer = Coalescer(self._embed_merged, ingress.coalesce_max_inputs, ingress.coalesce_max_inflight)
 
     async def embed(self, texts: list[str] | list[str | list[int]],
