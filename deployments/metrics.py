@@ -21,14 +21,19 @@ F = TypeVar("F", bound=Callable[..., None])
 
 
 def never_fails(fn: F) -> F:
-    """Recording a metric must never fail a request (e.g. outside a Ray worker)."""
+    """Recording a metric must never fail a request (e.g. outside a Ray worker). The first failure of each
+    recorder is a warning, so a metric that cannot register (a reserved tag) is seen, not silently missing."""
+    warned = False
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> None:
+        nonlocal warned
         try:
             fn(*args, **kwargs)
         except Exception as exc:
-            logger.debug("metric not recorded: %s", exc)
+            logger.log(logging.DEBUG if warned else logging.WARNING, "metric not recorded by %s: %s",
+                       fn.__qualname__, exc)
+            warned = True
 
     return wrapper  # type: ignore[return-value]
 
