@@ -62,13 +62,16 @@ class EmbeddingService:
         HTTP API's limits. Other services (RAG) call this too. Texts of concurrent requests share model calls."""
         check_text_limits(texts, self.limits.max_inputs_per_request, self.limits.max_input_chars, "input")
         if self.coalescer is None or not texts or not all(isinstance(text, str) for text in texts):
-            result = check_model_result(await self.client.call("embed", texts, multiplexed_model_id=model_id))
+            result = await self._call(model_id, texts)
             return result["embeddings"], result["token_counts"]
         rows = await self.coalescer.submit(model_id, texts)
         return np.stack([vector for vector, _ in rows]), [tokens for _, tokens in rows]
 
+    async def _call(self, model_id: str | None, texts: list[str] | list[str | list[int]]) -> dict[str, Any]:
+        return check_model_result(await self.client.call("embed", texts, multiplexed_model_id=model_id))
+
     async def _embed_merged(self, model_id: str | None, texts: list[str]) -> list[tuple[np.ndarray, int]]:
-        result = check_model_result(await self.client.call("embed", texts, multiplexed_model_id=model_id))
+        result = await self._call(model_id, texts)
         return list(zip(result["embeddings"], result["token_counts"], strict=True))
 
     async def create(self, request: EmbeddingRequest) -> dict[str, Any]:
