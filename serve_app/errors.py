@@ -34,6 +34,7 @@ class ErrorCode(Enum):
     UNAUTHORIZED = ("unauthorized", 401, "authentication_error")
     FORBIDDEN = ("forbidden", 403, "permission_error")
     RATE_LIMITED = ("rate_limited", 429, "rate_limit_error")
+    BUDGET_EXCEEDED = ("budget_exceeded", 429, "insufficient_quota")  # OpenAI's type for a used-up quota
     OVERLOADED = ("overloaded", 503, "server_overloaded")
     MODEL_UNAVAILABLE = ("model_unavailable", 503, "server_error")
     DATABASE_UNAVAILABLE = ("database_unavailable", 503, "server_error")

@@ -159,6 +159,16 @@ class RateLimitSettings(StrictModel):
     login_per_account: str = Field("10/minute", description="login attempts per (IP, account): brute force")
 
 
+class UsageSettings(StrictModel):
+    """Usage accounting (per minute, in PostgreSQL) and token budgets (counted in Redis)."""
+
+    enabled: bool = Field(True, description="record what each model call consumed, per user, key, role and model")
+    flush_interval_s: float = Field(1.0, gt=0, le=60, description="how often a replica writes its usage buffer")
+    budgets_enabled: bool = Field(True, description="enforce token budgets (per API key, user, course)")
+    budget_cache_ttl_s: float = Field(
+        5.0, ge=0, le=300, description="how long a replica reuses a caller's budgets: a change applies within this")
+
+
 class HttpSettings(StrictModel):
     cors_allow_origins: list[str] = Field(default_factory=list, description="empty: no CORS headers")
     hsts_max_age_s: int = Field(31_536_000, ge=0, description="sent only on https requests")
@@ -294,6 +304,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    usage: UsageSettings = Field(default_factory=UsageSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
     content: ContentSettings = Field(default_factory=ContentSettings)
     rag: RagSettings = Field(default_factory=RagSettings)
