@@ -127,7 +127,8 @@ class LLM(ModelReplica):
 
     async def openai_stream(self, kind: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """Chunks in the OpenAI shape, or one {"error"} item. Closing the stream stops the generation.
-        Usage is always asked of the engine (it is counted here) and passed on when the client asked for it."""
+        Usage is always asked of the engine, on every chunk (`continuous_usage_stats`): it is counted here, and the
+        ingress counts a stream the client left as far as it got; the ingress drops what the client did not ask."""
         timer, generated = StreamTimer(), 0
         _, error = await self._adapter()
         if error:
@@ -135,14 +136,12 @@ class LLM(ModelReplica):
             return
         self._inject_faults()
         self.generation.requests += 1
-        options = body.get("stream_options") or {}
-        chunks = self.openai_layer.openai_stream(kind, {**body, "stream_options": {**options, "include_usage": True}})
+        options = {**(body.get("stream_options") or {}), "include_usage": True, "continuous_usage_stats": True}
+        chunks = self.openai_layer.openai_stream(kind, {**body, "stream_options": options})
         try:
             async for chunk in chunks:
                 if "usage" in chunk and not chunk.get("choices"):
                     generated = self._count_usage(chunk["usage"])
-                    if not options.get("include_usage"):
-                        continue
                 elif chunk.get("choices"):
                     timer.tokens_arrived()
                 yield chunk
@@ -229,7 +228,8 @@ class LLM(ModelReplica):
         return outputs
 
     async def chat_stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """Yields {"delta": str} items, then {"finish_reason", "usage"}; or one {"error"} item."""
+        """Yields {"delta": str, "usage"} items (usage so far), then {"finish_reason", "usage"}; or one {"error"}
+        item."""
         timer = StreamTimer()
         adapter, error = await self._adapter()
         if error:
@@ -252,12 +252,12 @@ class LLM(ModelReplica):
                 timer.tokens_arrived()
                 delta = decoder.push(new_ids)
                 if delta:
-                    yield {"delta": delta}
+                    yield {"delta": delta, "usage": usage(len(prompt), generated)}
                 if decoder.stopped:
                     break
             tail = decoder.finish()
             if tail:
-                yield {"delta": tail}
+                yield {"delta": tail, "usage": usage(len(prompt), generated)}
             yield {
                 "finish_reason": finish_reason(decoder.stopped, generated, params.max_tokens),
                 "usage": usage(len(prompt), generated),

@@ -3,7 +3,7 @@ engines' OpenAI layer. vLLM has its own (backends/vllm_backend.py); this one ser
 honour and refuses the rest with a 400 that names the field, never a 200 that ignores what was asked.
 
 Honoured: messages (text), prompt (text or token ids), max_tokens / max_completion_tokens, temperature, top_p,
-stop, n, stream (with `stream_options.include_usage`), seed (best effort, as OpenAI documents it). Fields that do
+stop, n, stream (with `stream_options.include_usage` and `continuous_usage_stats`), seed (best effort, as OpenAI documents it). Fields that do
 not change the output (user, metadata, ...) are accepted. Tools, response formats other than text, logprobs,
 penalties, logit_bias, echo, suffix and engine-specific extensions are refused.
 """
@@ -74,31 +74,39 @@ class TokenLevelOpenAI:
             yield error(str(exc), exc.param)
             return
         head = self._head(kind, body, chunk=True)
-        generated = 0
+        options = body.get("stream_options") or {}
+        continuous = bool(options.get("include_usage") and options.get("continuous_usage_stats"))
+        prompt_tokens, generated = sum(map(len, prompts)), 0
+
+        def chunk(index: int, delta: Any, reason: str | None = None) -> dict[str, Any]:
+            """One choice's chunk; with continuous usage stats, the usage so far on it (as vLLM does)."""
+            out = {**head, "choices": [_delta(kind, index, delta, reason)]}
+            return {**out, "usage": usage(prompt_tokens, generated)} if continuous else out
+
         for index, prompt in enumerate(p for p in prompts for _ in range(n)):
             if kind == "chat":
-                yield {**head, "choices": [_delta(kind, index, {"role": "assistant", "content": ""})]}
+                yield chunk(index, {"role": "assistant", "content": ""})
             decoder = IncrementalDecoder(self.tokenizer, stop)
             tokens = 0
             generation = self.stream(prompt, params)
             try:
                 async for new_ids in generation:
                     tokens += len(new_ids)
+                    generated += len(new_ids)
                     text = decoder.push(new_ids)
                     if text:
-                        yield {**head, "choices": [_delta(kind, index, {"content": text} if kind == "chat" else text)]}
+                        yield chunk(index, {"content": text} if kind == "chat" else text)
                     if decoder.stopped:
                         break
             finally:  # a stop string, or the client gone: the engine stops this sequence now
                 await generation.aclose()
             tail = decoder.finish()
             if tail:
-                yield {**head, "choices": [_delta(kind, index, {"content": tail} if kind == "chat" else tail)]}
+                yield chunk(index, {"content": tail} if kind == "chat" else tail)
             reason = finish_reason(decoder.stopped, tokens, params.max_tokens)
-            yield {**head, "choices": [_delta(kind, index, {} if kind == "chat" else "", reason)]}
-            generated += tokens
-        if (body.get("stream_options") or {}).get("include_usage"):
-            yield {**head, "choices": [], "usage": usage(sum(map(len, prompts)), generated)}
+            yield chunk(index, {} if kind == "chat" else "", reason)
+        if options.get("include_usage"):
+            yield {**head, "choices": [], "usage": usage(prompt_tokens, generated)}
 
     # ------------------------------------------------------------------ pre-process
 

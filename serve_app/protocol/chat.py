@@ -64,6 +64,8 @@ class ChatMessage(BaseModel):
 
 class StreamOptions(BaseModel):
     include_usage: bool | None = False
+    continuous_usage_stats: bool | None = Field(
+        False, description="vLLM's extension: with include_usage, the usage so far on every chunk")
 
 
 class FunctionDefinition(BaseModel):

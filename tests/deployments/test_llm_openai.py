@@ -34,6 +34,19 @@ async def test_chat_whole_and_streamed(layer):
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == whole["usage"]
 
 
+async def test_continuous_usage_stats_put_the_usage_so_far_on_every_chunk(layer):
+    """As vLLM does: what the ingress counts a stream the client leaves by."""
+    body = {"model": "m", "messages": QUESTION, "max_tokens": 12, "temperature": 0, "stream": True}
+    plain = [c async for c in layer.openai_stream("chat", body)]
+    assert all("usage" not in c for c in plain)
+    options = {"include_usage": True, "continuous_usage_stats": True}
+    chunks = [c async for c in layer.openai_stream("chat", {**body, "stream_options": options})]
+    counts = [c["usage"]["completion_tokens"] for c in chunks]
+    assert counts == sorted(counts) and counts[0] == 0 and 0 < counts[-1] <= 12
+    assert chunks[-1]["choices"] == [] and chunks[-2]["usage"] == chunks[-1]["usage"]
+    assert {c["usage"]["prompt_tokens"] for c in chunks} == {chunks[-1]["usage"]["prompt_tokens"]}
+
+
 async def test_several_choices_and_stop_strings(layer):
     result = await layer.openai("chat", {"messages": QUESTION, "max_tokens": 10, "temperature": 1.0, "n": 3})
     assert [c["index"] for c in result["choices"]] == [0, 1, 2]
