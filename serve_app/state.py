@@ -17,6 +17,7 @@ from serve_app.security.principal_cache import Invalidations, PrincipalCache
 from serve_app.security.ratelimit import RateLimiter
 from serve_app.security.tokens import TokenService
 from serve_app.services.auth import AuthService
+from serve_app.services.budgets import BudgetService
 from serve_app.services.chat import ChatService
 from serve_app.services.chat_sessions import ChatSessions
 from serve_app.services.content import ContentService, TranslatorClient
@@ -26,6 +27,8 @@ from serve_app.services.profiles import ProfileService
 from serve_app.services.rag import RagService
 from serve_app.services.rerank import RerankService
 from serve_app.services.safety import SafetyService
+from serve_app.services.usage import UsageMeter
+from serve_app.services.usage_reports import UsageReports
 from serve_app.settings import Settings
 from serve_app.storage.cache import RedisLink, TieredCache
 from serve_app.storage.db import Database
@@ -64,9 +67,12 @@ class AppState:
                 settings.ingress.model_call_timeout_s,
                 breakers,
             )
-        self.embeddings = EmbeddingService(self.routers["embedder"], self.catalog, settings.limits, settings.ingress)
-        self.rerank = RerankService(self.routers["reranker"], self.catalog, settings.limits)
-        self.chat = ChatService(self.routers["llm"], self.catalog, settings.chat)
+        # Counts from the first request; budgets and the writes to PostgreSQL start with storage, in `startup`.
+        self.usage = UsageMeter(settings.usage)
+        self.embeddings = EmbeddingService(self.routers["embedder"], self.catalog, settings.limits, settings.ingress,
+                                           self.usage)
+        self.rerank = RerankService(self.routers["reranker"], self.catalog, settings.limits, self.usage)
+        self.chat = ChatService(self.routers["llm"], self.catalog, settings.chat, self.usage)
         secret = settings.auth.jwt_secret.get_secret_value() if settings.auth.jwt_secret else None
         self.tokens = TokenService(settings.auth, secret)
         # Storage is opened in `startup` (it may have to start embedded servers): set there.
@@ -74,6 +80,8 @@ class AppState:
         self.redis: RedisLink
         self.cache: TieredCache
         self.limiter: RateLimiter
+        self.budgets: BudgetService
+        self.usage_reports: UsageReports
         self.auth: AuthService
         self.invalidations: Invalidations
         self.sessions: ChatSessions
@@ -108,6 +116,9 @@ class AppState:
         self.redis = RedisLink(redis_url, storage)
         self.cache = TieredCache(self.redis, storage, "cache")
         self.limiter = RateLimiter(self.redis, self.settings.rate_limits.enabled)
+        self.budgets = BudgetService(self.db, self.redis, self.usage, self.settings.usage)
+        self.usage.open(self.db, self.budgets)
+        self.usage_reports = UsageReports(self.db, self.usage)
         self.invalidations = Invalidations(self.redis, PrincipalCache(self.settings.auth.principal_cache_ttl_s))
         self.invalidations.start()
         self.auth = AuthService(self.db, self.tokens, TieredCache(self.redis, storage, "revoked-jti"), self.settings.auth,
@@ -121,9 +132,10 @@ class AppState:
         self.profiles = ProfileService(self.db, TieredCache(self.redis, storage, "profile", l1_ttl_s=2.0))
         translator = None
         if "translator" in self.routers:
-            translator = TranslatorClient(self.routers["translator"], self.catalog.multiplexed_of("translator"))
+            translator = TranslatorClient(self.routers["translator"], self.catalog.multiplexed_of("translator"),
+                                          self.usage)
         self.content = ContentService(self.chat, self.safety, self.profiles, self.routers["tts"],
-                                      self.settings.content, translator)
+                                      self.settings.content, self.usage, translator)
         self.sessions = ChatSessions(self.db, session_cache, self.chat, self.rag, self.safety, self.profiles,
                                      self.settings)
         if not await self.db.open():  # not fatal: requests that need it get 503 until it is back
@@ -149,6 +161,7 @@ class AppState:
         if self._gauges is not None:
             self._gauges.cancel()
         await self.invalidations.stop()
+        await self.usage.close()  # before the stores go: the last counts are written
         if self.supervisor is not None:
             await asyncio.to_thread(self.supervisor.stop)
         await self.db.close()

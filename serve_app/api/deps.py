@@ -9,6 +9,7 @@ from fastapi.security import OAuth2PasswordBearer
 
 from serve_app.errors import EduserveError, ErrorCode
 from serve_app.security.tokens import unauthorized
+from serve_app.services import usage
 from serve_app.services.auth import Principal
 from serve_app.state import AppState
 
@@ -46,6 +47,7 @@ async def current_principal(
     limit = principal.rate_limit or state.settings.rate_limits.per_principal
     await state.limiter.check(limit, "principal", principal.rate_key)
     request.state.principal = principal
+    usage.bind(principal)  # this request's model calls are counted to it (and checked against its budgets)
     return principal
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from serve_app.catalog import ModelCatalog
 from serve_app.errors import EduserveError, ErrorCode
 from serve_app.routing import ModelRouter
+from serve_app.services.usage import Consumed, UsageMeter
 from serve_app.settings import ChatSettings
 
 MODEL_ERRORS = {"context_length_exceeded": ErrorCode.CONTEXT_LENGTH_EXCEEDED, "model_not_found": ErrorCode.MODEL_NOT_FOUND}
@@ -35,10 +36,11 @@ def model_error(result: dict[str, Any]) -> EduserveError:
 
 
 class ChatService:
-    def __init__(self, router: ModelRouter, catalog: ModelCatalog, settings: ChatSettings):
+    def __init__(self, router: ModelRouter, catalog: ModelCatalog, settings: ChatSettings, meter: UsageMeter):
         self.router = router
         self.catalog = catalog
         self.settings = settings
+        self.meter = meter
 
     def model_name(self, requested: str | None) -> str:
         return self.catalog.resolve("llm", requested).name
@@ -102,26 +104,60 @@ class ChatService:
 
     async def openai(self, kind: str, body: dict[str, Any], model_id: str | None = None) -> dict[str, Any]:
         """A whole chat or text completion from the engine, in the OpenAI shape."""
+        await self.meter.admit()
         result = await self.router.call("openai", kind, body, multiplexed_model_id=model_id)
         if "error" in result:
             raise model_error(result)
+        self._record(body["model"], kind, result.get("usage"))
         return result
 
     async def openai_stream(self, kind: str, body: dict[str, Any],
                             model_id: str | None = None) -> AsyncIterator[dict[str, Any]]:
-        """The engine's chunks, checked before anything is sent (a refused request is a plain 4xx)."""
-        return await self._checked(self.router.stream("openai_stream", kind, body, multiplexed_model_id=model_id))
+        """The engine's chunks, checked before anything is sent (a refused request is a plain 4xx). The engine
+        reports usage on every chunk: counted as far as the stream got, and passed on as the client asked."""
+        await self.meter.admit()
+        chunks = self.router.stream("openai_stream", kind, body, multiplexed_model_id=model_id)
+        asked = body.get("stream_options") or {}
+        return await self._checked(self._metered(chunks, body["model"], kind, asked))
 
     async def complete(self, payload: dict[str, Any], model_id: str | None = None) -> dict[str, Any]:
+        await self.meter.admit()
         result = await self.router.call("chat", payload, multiplexed_model_id=model_id)
         if "error" in result:
             raise model_error(result)
+        self._record(model_id or self.model_name(None), "chat", result.get("usage"))
         return result
 
     async def stream(self, payload: dict[str, Any], model_id: str | None = None) -> AsyncIterator[dict[str, Any]]:
         """The deployment's stream, checked before anything is sent: a rejected request (prompt too long)
         raises here, so the client gets a plain 4xx instead of an event stream that opens with an error."""
-        return await self._checked(self.router.stream("chat_stream", payload, multiplexed_model_id=model_id))
+        await self.meter.admit()
+        items = self.router.stream("chat_stream", payload, multiplexed_model_id=model_id)
+        return await self._checked(self._metered(items, model_id or self.model_name(None), "chat"))
+
+    def _record(self, model: str, kind: str, usage: dict[str, Any] | None) -> None:
+        if usage:
+            self.meter.record(model, kind, Consumed(prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                                                    completion_tokens=int(usage.get("completion_tokens") or 0)))
+
+    async def _metered(self, items: AsyncIterator[dict[str, Any]], model: str, kind: str,
+                       asked: dict[str, Any] | None = None) -> AsyncIterator[dict[str, Any]]:
+        """The stream, counted as it goes: the last usage seen is recorded however the stream ends (finished,
+        failed, or the client gone). With `asked` (an OpenAI stream), usage the client did not ask for is
+        dropped: per-chunk usage without `continuous_usage_stats`, the usage chunk without `include_usage`."""
+        seen = None
+        try:
+            async for item in items:
+                if isinstance(item.get("usage"), dict):
+                    seen = item["usage"]
+                    if asked is not None and item.get("choices") and not asked.get("continuous_usage_stats"):
+                        item = {key: value for key, value in item.items() if key != "usage"}
+                    elif asked is not None and not item.get("choices") and not asked.get("include_usage"):
+                        continue
+                yield item
+        finally:
+            self._record(model, kind, seen)
+            await items.aclose()
 
     @staticmethod
     async def _checked(items: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
@@ -135,6 +171,9 @@ class ChatService:
 
 
 async def _prepend(first: dict[str, Any], rest: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
-    yield first
-    async for item in rest:
-        yield item
+    try:
+        yield first
+        async for item in rest:
+            yield item
+    finally:  # closing this closes the source at once (the engine stops; the usage is recorded)
+        await rest.aclose()

@@ -20,6 +20,7 @@ from serve_app.services.auth import Principal
 from serve_app.services.chat import ChatService
 from serve_app.services.profiles import ProfileService
 from serve_app.services.safety import ContentBlocked, SafetyService
+from serve_app.services.usage import Consumed, UsageMeter
 from serve_app.settings import ContentSettings
 
 DEFAULT_LEVEL = "grade 5"
@@ -95,9 +96,10 @@ def language_name(tag: str) -> str:
 class TranslatorClient:
     """The Translator deployment: one model per language pair, chosen by multiplexed model id (`en-fr`)."""
 
-    def __init__(self, router: ModelRouter, pairs: list[str]):
+    def __init__(self, router: ModelRouter, pairs: list[str], meter: UsageMeter):
         self.router = router
         self.pairs = set(pairs)
+        self.meter = meter
 
     def pair(self, source: str, target: str) -> str | None:
         pair = f"{langcodes.Language.get(source).language}-{langcodes.Language.get(target).language}"
@@ -107,18 +109,21 @@ class TranslatorClient:
         result = await self.router.call("translate", [text], multiplexed_model_id=pair)
         if "error" in result:
             raise EduserveError(ErrorCode.MODEL_NOT_FOUND, result["error"]["message"])
+        self.meter.record(pair, "translation", Consumed(documents=1))
         return result["texts"][0]
 
 
 class ContentService:
     def __init__(self, chat: ChatService, safety: SafetyService, profiles: ProfileService, tts: ModelRouter,
-                 settings: ContentSettings, translator: TranslatorClient | None = None):
+                 settings: ContentSettings, meter: UsageMeter, translator: TranslatorClient | None = None):
         self.chat = chat
         self.safety = safety
         self.profiles = profiles
         self.tts = tts
         self.settings = settings
+        self.meter = meter
         self.translator = translator
+        self.tts_model = chat.catalog.resolve("tts", None).name
 
     async def _generate(self, principal: Principal, instruction: str, text: str, tokens_per_word: int) -> str:
         """The LLM's rewrite of `text`, piece by piece (pieces run concurrently and are batched by the LLM
@@ -192,6 +197,7 @@ class ContentService:
         result = await self.tts.call("speak", text, await self.voice_for(principal, voice), speed)
         if "error" in result:
             raise self.tts_error(result)
+        self.meter.record(self.tts_model, "speech", Consumed(audio_seconds=len(result["audio"]) / result["sample_rate"]))
         return result
 
     async def speech_stream(self, principal: Principal, text: str, voice: str | None, speed: float):
@@ -204,10 +210,16 @@ class ContentService:
             raise self.tts_error(first)
 
         async def audio():
-            async for item in items:
-                if "error" in item:  # the audio is already flowing: it ends here (logged by the TTS replica)
-                    await items.aclose()
-                    return
-                yield item["audio"]
+            samples = 0
+            try:
+                async for item in items:
+                    if "error" in item:  # the audio is already flowing: it ends here (logged by the TTS replica)
+                        await items.aclose()
+                        return
+                    samples += len(item["audio"])
+                    yield item["audio"]
+            finally:  # counted as far as it got, also when the client left
+                seconds = samples / first["sample_rate"]
+                self.meter.record(self.tts_model, "speech", Consumed(audio_seconds=seconds))
 
         return first["sample_rate"], audio()

@@ -12,6 +12,7 @@ from serve_app.errors import EduserveError, ErrorCode
 from serve_app.protocol.embeddings import EmbeddingRequest
 from serve_app.routing import ModelRouter
 from serve_app.services.coalesce import Coalescer
+from serve_app.services.usage import Consumed, UsageMeter
 from serve_app.settings import IngressSettings, LimitSettings
 
 
@@ -46,10 +47,12 @@ def encode_vector(vector: np.ndarray, encoding_format: str) -> list[float] | str
 
 
 class EmbeddingService:
-    def __init__(self, client: ModelRouter, catalog: ModelCatalog, limits: LimitSettings, ingress: IngressSettings):
+    def __init__(self, client: ModelRouter, catalog: ModelCatalog, limits: LimitSettings, ingress: IngressSettings,
+                 meter: UsageMeter):
         self.client = client
         self.catalog = catalog
         self.limits = limits
+        self.meter = meter
         self.coalescer: Coalescer[str, tuple[np.ndarray, int]] | None = None
         # Only for a role served by one deployment: with a fallback tier, the router needs each request's own call
         # to send the overflow to the CPU deployment, where merging would hold it back behind the GPU's call.
@@ -61,11 +64,16 @@ class EmbeddingService:
         """Vectors of `texts` (texts or token ids; the default model unless a multiplexed one is named), after the
         HTTP API's limits. Other services (RAG) call this too. Texts of concurrent requests share model calls."""
         check_text_limits(texts, self.limits.max_inputs_per_request, self.limits.max_input_chars, "input")
+        await self.meter.admit()
         if self.coalescer is None or not texts or not all(isinstance(text, str) for text in texts):
             result = await self._call(model_id, texts)
-            return result["embeddings"], result["token_counts"]
-        rows = await self.coalescer.submit(model_id, texts)
-        return np.stack([vector for vector, _ in rows]), [tokens for _, tokens in rows]
+            vectors, token_counts = result["embeddings"], result["token_counts"]
+        else:
+            rows = await self.coalescer.submit(model_id, texts)
+            vectors, token_counts = np.stack([vector for vector, _ in rows]), [tokens for _, tokens in rows]
+        model = model_id or self.catalog.resolve("embedder", None).name
+        self.meter.record(model, "embedding", Consumed(prompt_tokens=int(sum(token_counts))))
+        return vectors, token_counts
 
     async def _call(self, model_id: str | None, texts: list[str] | list[str | list[int]]) -> dict[str, Any]:
         return check_model_result(await self.client.call("embed", texts, multiplexed_model_id=model_id))

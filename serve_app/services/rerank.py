@@ -10,14 +10,16 @@ from serve_app.catalog import ModelCatalog
 from serve_app.protocol.rerank import CohereRerankRequest, RerankRequest
 from serve_app.routing import ModelRouter
 from serve_app.services.embeddings import check_model_result, check_text_limits
+from serve_app.services.usage import Consumed, UsageMeter
 from serve_app.settings import LimitSettings
 
 
 class RerankService:
-    def __init__(self, client: ModelRouter, catalog: ModelCatalog, limits: LimitSettings):
+    def __init__(self, client: ModelRouter, catalog: ModelCatalog, limits: LimitSettings, meter: UsageMeter):
         self.client = client
         self.catalog = catalog
         self.limits = limits
+        self.meter = meter
 
     async def scores(self, query: str, documents: list[str], model_id: str | None = None,
                      max_tokens_per_doc: int | None = None) -> tuple[list[float], int]:
@@ -25,9 +27,13 @@ class RerankService:
         check_text_limits([query], 1, self.limits.max_input_chars, "query")
         check_text_limits(documents, self.limits.max_rerank_documents, self.limits.max_input_chars, "document")
         extra = {"max_tokens_per_doc": max_tokens_per_doc} if max_tokens_per_doc is not None else {}
+        await self.meter.admit()
         result = check_model_result(
             await self.client.call("rerank", query, documents, multiplexed_model_id=model_id, **extra))
-        return result["scores"], int(sum(result["token_counts"]))
+        tokens = int(sum(result["token_counts"]))
+        model = model_id or self.catalog.resolve("reranker", None).name
+        self.meter.record(model, "rerank", Consumed(prompt_tokens=tokens, documents=len(documents)))
+        return result["scores"], tokens
 
     async def rerank(self, request: RerankRequest) -> dict[str, Any]:
         """The Cohere v1 / TEI shape (`/v1/rerank`)."""
