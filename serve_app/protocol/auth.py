@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator
 
 from serve_app.protocol.common import StrictRequest
+from serve_app.protocol.usage import BudgetIn, BudgetOut
 
 Role = Literal["student", "teacher", "admin"]
 EMAIL_PATTERN = r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$"
@@ -58,6 +59,8 @@ class ApiKeyCreate(StrictRequest):
         description="this key's own limit (`N/second|minute|hour|day`); the configured per-caller limit when omitted",
     )
 
+    budget: BudgetIn | None = Field(None, description="this key's token budget (also settable later)")
+
     @field_validator("rate_limit")
     @classmethod
     def _rate_limit_notation(cls, value: str | None) -> str | None:
@@ -87,3 +90,4 @@ class ApiKeyOut(BaseModel):
     expires_at: datetime | None = None
     rate_limit: str | None = Field(None, description="this key's own limit; null: the configured per-caller limit")
     key: str | None = Field(None, description="the secret, shown only in the response that creates it")
+    budget: BudgetOut | None = None

@@ -107,8 +107,11 @@ class AuthService:
         return dict(row) if row else None
 
     async def delete_user(self, user_id: str) -> None:
-        async with self.db.connection() as conn:
+        async with self.db.transaction() as conn:  # the account, its usage record and its budget
             await conn.execute("DELETE FROM users WHERE id = $1", uuid.UUID(user_id))
+            await conn.execute("DELETE FROM usage_minutes WHERE user_id = $1", uuid.UUID(user_id))
+            await conn.execute("DELETE FROM token_budgets WHERE scope = 'user' AND subject_id = $1",
+                               uuid.UUID(user_id))
         await self._forget(user_id=user_id)
 
     # ------------------------------------------------------------------ sessions
@@ -212,6 +215,10 @@ class AuthService:
             )
         await self._forget(credential_id=key_id)
         return result.endswith("1")
+
+    async def api_key_exists(self, key_id: str) -> bool:
+        async with self.db.connection() as conn:
+            return bool(await conn.fetchval("SELECT 1 FROM api_keys WHERE id = $1", uuid.UUID(key_id)))
 
     async def find_user_by_email(self, email: str) -> dict | None:
         async with self.db.connection() as conn:

@@ -165,6 +165,16 @@ class DocumentService:
                 uuid.UUID(collection.id), user,
             )
 
+    async def owned_course(self, principal: Principal, name: str) -> str:
+        """The id of a course collection the caller teaches (owns) or, as an admin, manages; else 404 or 403."""
+        async with self.db.connection() as conn:
+            collection = await self.resolve(conn, principal, name, write=True)
+        if collection.kind != "course":
+            raise EduserveError(ErrorCode.VALIDATION_ERROR, "only course collections have budgets")
+        if principal.role != "admin" and collection.owner_id != principal.user_id:
+            raise EduserveError(ErrorCode.FORBIDDEN, "only the course's teacher or an admin manages its budget")
+        return collection.id
+
     async def list_collections(self, principal: Principal) -> list[dict[str, Any]]:
         async with self.db.connection() as conn:
             collections = await self.readable(conn, principal)

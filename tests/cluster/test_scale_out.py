@@ -270,6 +270,31 @@ def test_two_ingress_replicas_on_two_nodes_share_logins_limits_revocations_and_c
     assert after.status_code == 401 and after.json()["error"]["code"]
 
 
+def test_usage_counted_by_two_ingress_replicas_adds_up(deployed):
+    """Each replica buffers its own counts and adds them to the same per-minute rows: a report through either
+    replica shows the sum of what both answered."""
+    a, b = deployed.nodes["cpu"].node_id, deployed.nodes["gpu"].node_id
+    auth = {"Authorization": f"Bearer {_admin_key(deployed)}"}
+    reported, served = 0, set()
+    for index, node in enumerate([a, b] * 4):
+        response, request_id = call(deployed.url(node), "POST", "/v1/embeddings", headers=auth,
+                                    json={"input": ["usage adds up", f"on two replicas, call {index}"]})
+        assert response.status_code == 200, response.text
+        reported += response.json()["usage"]["prompt_tokens"]
+        if index < 2:
+            served.add(served_by(request_id))
+    assert served == {a, b}
+
+    def totals(node: str) -> dict[str, Any]:
+        response, _ = call(deployed.url(node), "GET", "/v2/usage", headers=auth, params={"period": "total"})
+        assert response.status_code == 200, response.text
+        return response.json()["totals"]
+
+    wait_for(lambda: totals(a)["requests"] == 8, 30, "both replicas' usage in PostgreSQL")
+    for node in (a, b):
+        assert totals(node)["prompt_tokens"] == reported and totals(node)["requests"] == 8
+
+
 class Load:
     """Closed-loop clients through one proxy: embeddings and chat turns, every answer recorded."""
 

@@ -22,7 +22,10 @@ async def create_api_key(body: ApiKeyCreate, admin: Admin, state: State):
         if owner is None:
             raise EduserveError(ErrorCode.NOT_FOUND, "no such user")
         owner_id = owner["id"]
-    return await state.auth.create_api_key(owner_id, body.name, body.role, body.expires_in_days, body.rate_limit)
+    key = await state.auth.create_api_key(owner_id, body.name, body.role, body.expires_in_days, body.rate_limit)
+    if body.budget is not None:
+        key["budget"] = await state.budgets.put("api_key", key["id"], body.budget.model_dump(), admin.user_id)
+    return key
 
 
 @router.delete("/api-keys/{key_id}", status_code=204)
