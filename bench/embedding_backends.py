@@ -1,6 +1,7 @@
 """The cpu profile's embedding backends in-process, same model, same threads: `onnx` (ONNX Runtime on the MiniLM
 export) vs `sentence-transformers` (the reference), sentences per second at batch 1, 8 and 32, and the cosine of
-their vectors.
+their vectors; then the onnx backend on 32 texts split into length-sorted passes under several token budgets
+(`max_batch_tokens`), as the replica splits a batch.
 
 Usage: .venv/bin/python bench/embedding_backends.py [--seconds 5] [--threads 2]
 """
@@ -69,6 +70,16 @@ def main() -> None:
         results[f"batch_{batch}_sentences_per_s"] = figures
         results[f"batch_{batch}_ratio_onnx_vs_reference"] = round(figures["onnx"] / figures["sentence-transformers"], 2)
         print(batch, figures, flush=True)
+    # 32 texts in the replica's passes: length-sorted sub-batches under a token budget (`max_batch_tokens`).
+    from deployments.common import run_in_token_budget
+
+    onnx, batch = loaded["onnx"], texts[:32]
+    lengths = onnx.count_tokens(batch)
+    for budget in (16384, 256, 192, 160, 128, 96, 64):
+        rate = throughput(lambda b, budget=budget: run_in_token_budget(b, lengths, budget, onnx.encode), batch,
+                          args.seconds)
+        results[f"onnx_batch_32_max_batch_tokens_{budget}_sentences_per_s"] = round(rate, 1)
+        print(f"batch 32, max_batch_tokens {budget}: {rate:.1f}", flush=True)
     write_results(results, args.out)
 
 

@@ -203,17 +203,22 @@ def load(url: str, path: str, clients: int, seconds: float, headers: dict[str, s
 
 
 def onnx_in_process(texts: list[str], seconds: float) -> float:
-    """Sentences per second of the cpu profile's embedder backend called directly, batch 32, replica threads."""
+    """Sentences per second of the cpu profile's embedder backend called directly, batch 32, replica threads, in
+    the replica's passes (split by its `max_batch_tokens`, as the replica splits a batch)."""
     from bench.embedding_backends import throughput
     from deployments.backends.registry import EMBEDDING_BACKENDS
-    from deployments.common import configure_threads, load_chain, select_device
+    from deployments.common import configure_threads, load_chain, run_in_token_budget, select_device
     from serve_app.settings import load_settings
 
     settings = load_settings("cpu")
     spec = settings.models.embedder.primary
     configure_threads(spec.threads)  # as the replica does before it loads
     backend = load_chain(spec.chain, EMBEDDING_BACKENDS, select_device("cpu"), settings.prepared_models_dir).backend
-    return throughput(backend.encode, texts[:32], seconds)
+
+    def encode(batch: list[str]) -> list:
+        return run_in_token_budget(batch, backend.count_tokens(batch), spec.batching.max_batch_tokens, backend.encode)
+
+    return throughput(encode, texts[:32], seconds)
 
 
 def versus_infinity(seconds: float, out: str, engines: tuple[str, ...]) -> None:
