@@ -11,14 +11,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from deployments.backends.base import EmbeddingBackend
+from deployments.backends.registry import EMBEDDING_BACKENDS
 from deployments.common import DeviceInfo
 from deployments.spec import BackendSpec
 
 
 class BiEncoderRerank:
     def __init__(self, spec: BackendSpec, device: DeviceInfo):
-        from deployments.backends.registry import EMBEDDING_BACKENDS
-
         options = dict(spec.options)
         embedding_backend = options.pop("embedding_backend", "sentence-transformers")
         factory = EMBEDDING_BACKENDS[embedding_backend]

@@ -38,6 +38,11 @@ class LoRAAdapter:
     options: dict[str, Any]
 
 
+def lora_adapter(spec: Any, device: Any = None) -> LoRAAdapter:
+    """The `lora` backend: an adapter's description (no weights are loaded here)."""
+    return LoRAAdapter(spec.model, dict(spec.options))
+
+
 class AdaptersNotSupported(RuntimeError):
     pass
 

@@ -1,8 +1,11 @@
-"""Backend names a profile may use, per role. Loaders import their libraries lazily."""
+"""Backend names a profile may use, per role, each a `module:callable` under `deployments.backends`, imported on
+first use: a replica loads only the library of the backend it runs (no torch in a replica that runs ONNX)."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from deployments.common import DeviceInfo
@@ -11,135 +14,46 @@ from deployments.spec import BackendSpec
 Factory = Callable[[BackendSpec, DeviceInfo], Any]
 
 
-def _sentence_transformers(spec: BackendSpec, device: DeviceInfo):
-    from deployments.backends.sentence_transformers_backend import SentenceTransformerEmbedding
+@dataclass(frozen=True)
+class Lazy:
+    """A backend factory named `module:callable`; called as `factory(spec, device)`."""
 
-    return SentenceTransformerEmbedding(spec, device)
+    target: str
 
-
-def _flag_embedding(spec: BackendSpec, device: DeviceInfo):
-    from deployments.backends.flag_embedding_backend import FlagEmbeddingBackend
-
-    return FlagEmbeddingBackend(spec, device)
-
-
-def _onnx_embedding(spec: BackendSpec, device: DeviceInfo):
-    from deployments.backends.onnx_backend import OnnxEmbedding
-
-    return OnnxEmbedding(spec, device)
-
-
-def _cross_encoder(spec: BackendSpec, device: DeviceInfo):
-    from deployments.backends.sentence_transformers_backend import CrossEncoderRerank
-
-    return CrossEncoderRerank(spec, device)
-
-
-def _flag_reranker(spec: BackendSpec, device: DeviceInfo):
-    from deployments.backends.flag_embedding_backend import FlagRerankBackend
-
-    return FlagRerankBackend(spec, device)
-
-
-def _bi_encoder(spec: BackendSpec, device: DeviceInfo):
-    from deployments.backends.bi_encoder_backend import BiEncoderRerank
-
-    return BiEncoderRerank(spec, device)
-
-
-def _ctranslate2(spec: BackendSpec, device: DeviceInfo):
-    from deployments.backends.ctranslate2_backend import CTranslate2LLM
-
-    return CTranslate2LLM(spec, device)
-
-
-def _transformers_llm(spec: BackendSpec, device: DeviceInfo):
-    from deployments.backends.transformers_llm_backend import TransformersLLM
-
-    return TransformersLLM(spec, device)
-
-
-def _vllm(spec: BackendSpec, device: DeviceInfo):
-    from deployments.backends.vllm_backend import VLLMBackend
-
-    return VLLMBackend(spec, device)
-
-
-def _safety_classic(spec: BackendSpec, device: DeviceInfo):
-    from deployments.backends.safety_backends import classic
-
-    return classic(spec, device)
-
-
-def _safety_transformers(spec: BackendSpec, device: DeviceInfo):
-    from deployments.backends.safety_backends import transformers_safety
-
-    return transformers_safety(spec, device)
-
-
-def _hibari(spec: BackendSpec, device: DeviceInfo):
-    from deployments.backends.tts_backends import HibariTTS
-
-    return HibariTTS(spec, device)
-
-
-def _transformers_tts(spec: BackendSpec, device: DeviceInfo):
-    from deployments.backends.tts_backends import TransformersTTS
-
-    return TransformersTTS(spec, device)
-
-
-def _ct2_translation(spec: BackendSpec, device: DeviceInfo):
-    from deployments.backends.translation_backend import CTranslate2Translation
-
-    return CTranslate2Translation(spec, device)
-
-
-def _lora(spec: BackendSpec, device: DeviceInfo):
-    """A LoRA adapter's description; the LLM deployment hands it to its (vLLM) engine."""
-    from deployments.backends.llm_base import LoRAAdapter
-
-    return LoRAAdapter(spec.model, dict(spec.options))
+    def __call__(self, spec: BackendSpec, device: DeviceInfo) -> Any:
+        module, _, name = self.target.partition(":")
+        return getattr(importlib.import_module(f"deployments.backends.{module}"), name)(spec, device)
 
 
 EMBEDDING_BACKENDS: dict[str, Factory] = {
-    "sentence-transformers": _sentence_transformers,
-    "flag-embedding": _flag_embedding,
-    "onnx": _onnx_embedding,
+    "sentence-transformers": Lazy("sentence_transformers_backend:SentenceTransformerEmbedding"),
+    "flag-embedding": Lazy("flag_embedding_backend:FlagEmbeddingBackend"),
+    "onnx": Lazy("onnx_backend:OnnxEmbedding"),
 }
 
 RERANK_BACKENDS: dict[str, Factory] = {
-    "bi-encoder": _bi_encoder,
-    "cross-encoder": _cross_encoder,
-    "flag-reranker": _flag_reranker,
+    "bi-encoder": Lazy("bi_encoder_backend:BiEncoderRerank"),
+    "cross-encoder": Lazy("sentence_transformers_backend:CrossEncoderRerank"),
+    "flag-reranker": Lazy("flag_embedding_backend:FlagRerankBackend"),
 }
 
 LLM_BACKENDS: dict[str, Factory] = {
-    "vllm": _vllm,
-    "ctranslate2": _ctranslate2,
-    "transformers": _transformers_llm,
-    "lora": _lora,
+    "vllm": Lazy("vllm_backend:VLLMBackend"),
+    "ctranslate2": Lazy("ctranslate2_backend:CTranslate2LLM"),
+    "transformers": Lazy("transformers_llm_backend:TransformersLLM"),
+    "lora": Lazy("llm_base:lora_adapter"),  # the adapter's description; the LLM hands it to its (vLLM) engine
 }
 
 TRANSLATION_BACKENDS: dict[str, Factory] = {
-    "ctranslate2": _ct2_translation,
+    "ctranslate2": Lazy("translation_backend:CTranslate2Translation"),
 }
 
 SAFETY_BACKENDS: dict[str, Factory] = {
-    "classic": _safety_classic,
-    "transformers": _safety_transformers,
+    "classic": Lazy("safety_backends:classic"),
+    "transformers": Lazy("safety_backends:transformers_safety"),
 }
 
 TTS_BACKENDS: dict[str, Factory] = {
-    "hibari": _hibari,
-    "transformers": _transformers_tts,
-}
-
-BACKENDS_BY_ROLE: dict[str, dict[str, Factory]] = {
-    "embedder": EMBEDDING_BACKENDS,
-    "reranker": RERANK_BACKENDS,
-    "llm": LLM_BACKENDS,
-    "safety": SAFETY_BACKENDS,
-    "tts": TTS_BACKENDS,
-    "translator": TRANSLATION_BACKENDS,
+    "hibari": Lazy("tts_backends:HibariTTS"),
+    "transformers": Lazy("tts_backends:TransformersTTS"),
 }
