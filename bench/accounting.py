@@ -25,8 +25,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._stack import local_stack, percentile, write_results  # noqa: E402
+from serve_app.security.principal import Principal  # noqa: E402
 from serve_app.services import usage  # noqa: E402
-from serve_app.services.auth import Principal, insert_user  # noqa: E402
+from serve_app.services.auth import insert_user
 from serve_app.services.budgets import BudgetService  # noqa: E402
 from serve_app.services.usage import Consumed, UsageMeter  # noqa: E402
 from serve_app.settings import StorageSettings, UsageSettings  # noqa: E402

@@ -8,9 +8,9 @@ from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 
 from serve_app.errors import EduserveError, ErrorCode
+from serve_app.security.principal import Principal
 from serve_app.security.tokens import unauthorized
 from serve_app.services import usage
-from serve_app.services.auth import Principal
 from serve_app.state import AppState
 
 # Declares the scheme for OpenAPI (the Authorize button posts the form to /v2/auth/login); API keys are sent

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,6 +13,7 @@ import asyncpg
 
 from serve_app.errors import EduserveError, ErrorCode
 from serve_app.security.passwords import hash_password, password_problems, verify_password
+from serve_app.security.principal import Principal
 from serve_app.security.principal_cache import Invalidations, PrincipalCache
 from serve_app.security.tokens import (
     TokenService,
@@ -58,22 +58,6 @@ async def insert_api_key(conn: asyncpg.Connection, owner_id: str, name: str, rol
         uuid.UUID(owner_id), name, prefix, hash_secret(key), role, expires, rate_limit,
     )
     return {**dict(row), "key": key}
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: a signed-in user (JWT) or a service client (API key)."""
-
-    user_id: str
-    role: str
-    kind: str  # "user" | "api_key"
-    credential_id: str  # the JWT's jti, or the API key's id
-    expires_at: float | None = None  # when the credential stops being valid (epoch seconds); None: never
-    rate_limit: str | None = None  # an API key's own limit; None: the configured per-caller limit
-
-    @property
-    def rate_key(self) -> str:
-        return f"{self.kind}:{self.credential_id if self.kind == 'api_key' else self.user_id}"
 
 
 class AuthService:

@@ -20,7 +20,7 @@ from typing import Any
 
 from serve_app import request_trace
 from serve_app.errors import EduserveError, ErrorCode, error_body
-from serve_app.services.auth import Principal
+from serve_app.security.principal import Principal
 from serve_app.services.chat import ChatService
 from serve_app.services.content import describe_level
 from serve_app.services.profiles import ProfileService

@@ -16,7 +16,7 @@ from deployments.text_split import paragraphs, sentences
 from serve_app.errors import EduserveError, ErrorCode
 from serve_app.protocol.common import language_tag
 from serve_app.routing import ModelRouter
-from serve_app.services.auth import Principal
+from serve_app.security.principal import Principal
 from serve_app.services.chat import ChatService
 from serve_app.services.profiles import ProfileService
 from serve_app.services.safety import ContentBlocked, SafetyService

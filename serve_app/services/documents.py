@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg
 
 from serve_app.errors import EduserveError, ErrorCode
-from serve_app.services.auth import Principal
+from serve_app.security.principal import Principal
 from serve_app.services.chunking import Chunk, ExtractionError, chunk_text, normalise
 from serve_app.services.embeddings import EmbeddingService
 from serve_app.settings import RagSettings

@@ -15,7 +15,7 @@ import numpy as np
 
 from serve_app import metrics
 from serve_app.errors import EduserveError, ErrorCode
-from serve_app.services.auth import Principal
+from serve_app.security.principal import Principal
 from serve_app.services.documents import DocumentService, not_found, public_name
 from serve_app.services.embeddings import EmbeddingService
 from serve_app.services.rerank import RerankService

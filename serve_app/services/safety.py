@@ -22,7 +22,7 @@ from deployments.text_split import paragraphs, sentences
 from serve_app import metrics, request_trace
 from serve_app.errors import EduserveError, ErrorCode
 from serve_app.routing import ModelRouter
-from serve_app.services.auth import Principal
+from serve_app.security.principal import Principal
 from serve_app.settings import SafetySettings
 from serve_app.storage.db import Database
 

@@ -23,7 +23,7 @@ from serve_app.errors import EduserveError
 from serve_app.settings import UsageSettings
 
 if TYPE_CHECKING:
-    from serve_app.services.auth import Principal
+    from serve_app.security.principal import Principal
     from serve_app.services.budgets import BudgetService, Limit
     from serve_app.storage.db import Database
 

@@ -15,7 +15,7 @@ from sse_starlette import EventSourceResponse
 from serve_app.api.deps import CurrentPrincipal, State
 from serve_app.errors import EduserveError, ErrorCode, error_body
 from serve_app.protocol.chat import ChatCompletionRequest, CompletionRequest, GenerationRequest
-from serve_app.services.auth import Principal
+from serve_app.security.principal import Principal
 from serve_app.state import AppState
 
 router = APIRouter(tags=["openai"])

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Response
 from serve_app.api.deps import State, require_role
 from serve_app.errors import EduserveError, ErrorCode
 from serve_app.protocol.auth import ApiKeyCreate, ApiKeyOut
-from serve_app.services.auth import Principal
+from serve_app.security.principal import Principal
 
 router = APIRouter(prefix="/v2/admin", tags=["admin"])
 Admin = Annotated[Principal, require_role("admin")]

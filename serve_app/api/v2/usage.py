@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Response
 from serve_app.api.deps import CurrentPrincipal, State, require_role
 from serve_app.errors import EduserveError, ErrorCode
 from serve_app.protocol.usage import BudgetIn, BudgetOut, GroupBy, Period, UsageReport
-from serve_app.services.auth import Principal
+from serve_app.security.principal import Principal
 from serve_app.state import AppState
 
 router = APIRouter(tags=["usage"])

@@ -12,9 +12,10 @@ import pytest
 
 from serve_app.bootstrap import create_user
 from serve_app.errors import EduserveError, ErrorCode
+from serve_app.security.principal import Principal
 from serve_app.security.principal_cache import Invalidations, PrincipalCache
 from serve_app.security.tokens import TokenService
-from serve_app.services.auth import AuthService, Principal
+from serve_app.services.auth import AuthService
 from serve_app.storage.cache import RedisLink, TieredCache
 from serve_app.storage.db import Database
 from tests.serve_app.storage.test_cache_and_limits import dead_redis_url

@@ -9,7 +9,7 @@ from ray import serve
 
 from serve_app.bootstrap import create_user
 from serve_app.routing import ModelRouter, Target, make_breakers
-from serve_app.services.auth import Principal
+from serve_app.security.principal import Principal
 from serve_app.services.safety import ContentBlocked, SafetyService
 from serve_app.storage.db import Database
 

@@ -10,8 +10,9 @@ import uuid
 import pytest
 
 from serve_app.errors import EduserveError, ErrorCode
+from serve_app.security.principal import Principal
 from serve_app.services import usage
-from serve_app.services.auth import Principal, insert_user
+from serve_app.services.auth import insert_user
 from serve_app.services.budgets import BudgetService, window
 from serve_app.services.usage import Consumed, UsageMeter
 from serve_app.services.usage_reports import UsageReports
