@@ -300,7 +300,16 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory, prepared_models: Path)
     }
 
 
+# A test that needs none of these (Ray, the stores, a model) is a unit test: `pytest -m unit` runs those alone.
+HEAVY_FIXTURES = {"ray_serve", "stores", "prepared_models", "tiny_models", "minilm_path"}
+HEAVY_MARKERS = ("cluster", "gpu_profile", "fuzz", "disruptive", "cuda")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        heavy = HEAVY_FIXTURES & set(getattr(item, "fixturenames", ()))
+        if not heavy and not any(item.get_closest_marker(name) for name in HEAVY_MARKERS):
+            item.add_marker(pytest.mark.unit)
     # Stable sort: the cpu app first, then tests that stop its Redis/PostgreSQL, then the fuzzer (which leaves
     # random data behind), then the ones that restart Ray with logical GPUs, then the multi-node cluster.
     items.sort(key=lambda item: (
