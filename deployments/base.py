@@ -19,6 +19,7 @@ from deployments.common import (
     apply_batch_settings,
     configure_threads,
     load_chain,
+    refusal,
     run_in_token_budget,
     select_device,
     set_offline_env,
@@ -140,10 +141,10 @@ class ModelReplica:
         model_id = serve.get_multiplexed_model_id()
         if not model_id:
             if self.backend is None:
-                return None, {"error": {"code": "model_not_found", "message": "name one of this deployment's models"}}
+                return None, refusal("model_not_found", "name one of this deployment's models", "model")
             return self.backend, None
         if self.spec.multiplex is None or model_id not in self.spec.multiplex.models:
-            return None, {"error": {"code": "model_not_found", "message": f"model {model_id!r} is not served here"}}
+            return None, refusal("model_not_found", f"model {model_id!r} is not served here", "model")
         model = await self._get_multiplexed(model_id)
         if self.multiplex is not None and model_id in self.multiplex.loaded:  # most recently used last
             self.multiplex.loaded.remove(model_id)

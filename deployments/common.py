@@ -321,6 +321,13 @@ def truncate_to_tokens(tokenizer: Any, text: str, max_tokens: int) -> str:
 # --------------------------------------------------------------------------------------------- batching
 
 
+def refusal(code: str, message: str, param: str | None = None) -> dict[str, Any]:
+    """What a replica answers for a request it will not serve (a model it does not have, an input it cannot take)
+    instead of raising, which the ingress's router would count against it. `code` is the code string of the
+    ingress's ErrorCode, which the router raises as the API error (`serve_app.routing.refusal`)."""
+    return {"error": {"code": code, "message": message, **({"param": param} if param else {})}}
+
+
 def split_by_token_budget(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
     """Group item indices into sub-batches whose padded size (count x longest) stays within `max_tokens`.
 

@@ -11,7 +11,7 @@ from ray import serve
 from deployments.backends.base import EmbeddingBackend
 from deployments.backends.registry import EMBEDDING_BACKENDS
 from deployments.base import ModelReplica
-from deployments.common import InvalidTokens, text_of_token_ids
+from deployments.common import InvalidTokens, refusal, text_of_token_ids
 
 
 @serve.deployment
@@ -30,7 +30,7 @@ class Embedder(ModelReplica):
         try:
             texts = [t if isinstance(t, str) else text_of_token_ids(backend.tokenizer, t) for t in texts]
         except InvalidTokens as exc:
-            return {"error": {"code": "invalid_token_ids", "message": str(exc)}}
+            return refusal("bad_request", str(exc), "input")
         results = await self._submit([(backend, text) for text in texts])
         return {
             "embeddings": np.stack([vector for vector, _ in results]).astype(np.float32, copy=False),

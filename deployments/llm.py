@@ -25,7 +25,7 @@ from ray import serve
 from deployments.backends.llm_base import AdaptersNotSupported, LLMBackend, LoRAAdapter, SamplingParams
 from deployments.backends.registry import LLM_BACKENDS
 from deployments.base import ModelReplica
-from deployments.common import load_chain_async
+from deployments.common import load_chain_async, refusal
 from deployments.llm_openai import TokenLevelOpenAI
 from deployments.llm_text import IncrementalDecoder, PromptTooLong, finish_reason, fit_history, usage
 from deployments.metrics import StreamTimer, record_tokens
@@ -174,7 +174,7 @@ class LLM(ModelReplica):
 
     @staticmethod
     def _error(exc: Exception) -> dict[str, Any]:
-        return {"error": {"code": "context_length_exceeded", "message": str(exc)}}
+        return refusal("context_length_exceeded", str(exc))
 
     async def _wrap_multiplexed(self, model_id: str, backend: Any) -> Any:
         """Multiplexed LLM entries are LoRA adapters served by the base model's engine."""
@@ -189,7 +189,7 @@ class LLM(ModelReplica):
         try:
             selected, error = await self._select()
         except AdaptersNotSupported as exc:
-            return None, {"error": {"code": "model_not_found", "message": str(exc)}}
+            return None, refusal("model_not_found", str(exc), "model")
         return (None if selected is self.backend else selected), error
 
     async def chat(self, request: dict[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from ray import serve
 from deployments.backends.registry import TTS_BACKENDS
 from deployments.backends.tts_backends import TTSBackend, UnknownVoice
 from deployments.base import ModelReplica
+from deployments.common import refusal
 
 logger = logging.getLogger("ray.serve.eduserve.tts")
 
@@ -27,7 +28,7 @@ class SynthesisFailed(Exception):
 
 
 def unprocessable(what: str) -> dict[str, Any]:
-    return {"error": {"code": "unprocessable_input", "message": f"the TTS engine could not synthesise {what}"}}
+    return refusal("unprocessable_input", f"the TTS engine could not synthesise {what}", "input")
 
 
 @serve.deployment
@@ -39,8 +40,8 @@ class TTS(ModelReplica):
     def _check(self, voice: str | None) -> str | dict[str, Any]:
         voice = voice or self.backend.default_voice
         if voice not in self.backend.voices:
-            return {"error": {"code": "unknown_voice",
-                              "message": f"voice {voice!r} is not available; available: {', '.join(self.backend.voices)}"}}
+            available = ", ".join(self.backend.voices)
+            return refusal("unknown_voice", f"voice {voice!r} is not available; available: {available}", "voice")
         return voice
 
     async def speak(self, text: str, voice: str | None = None, speed: float = 1.0) -> dict[str, Any]:

@@ -59,6 +59,11 @@ class ErrorCode(Enum):
     def type(self) -> str:
         return self.value[2]
 
+    @classmethod
+    def of(cls, code: object) -> ErrorCode | None:
+        """The kind whose code string is `code` (as model replicas name their refusals), or None."""
+        return next((kind for kind in cls if kind.code == code), None)
+
 
 _STATUS_TO_CODE = {
     400: ErrorCode.BAD_REQUEST,

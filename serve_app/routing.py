@@ -1,5 +1,5 @@
 """Every call from the ingress to a model goes through a `ModelRouter`: GPU first, CPU when the GPU is saturated,
-failing or missing, and Ray's failure modes turned into the API's errors in one place.
+failing or missing, and Ray's failure modes and the replicas' refusals turned into the API's errors in one place.
 
 Per role, a primary deployment (usually fractional GPUs) and an optional fallback deployment (CPU):
 - saturation: the primary's `max_queued_requests` makes Serve refuse at once (`BackPressureError`), and an
@@ -85,6 +85,36 @@ def api_error(role: str, exc: BaseException) -> EduserveError:
                          {"Retry-After": "5"})
 
 
+# The engine's OpenAI errors carry their HTTP status in `code` (as vLLM's serving layer reports them).
+ENGINE_STATUSES = {404: ErrorCode.MODEL_NOT_FOUND, 413: ErrorCode.PAYLOAD_TOO_LARGE, 429: ErrorCode.OVERLOADED,
+                   503: ErrorCode.MODEL_UNAVAILABLE}
+
+
+def refusal(role: str, error: dict[str, Any]) -> EduserveError:
+    """The API error for a replica's refusal, `{"error": {"code", "message", "param"?}}`: a replica answers so
+    (rather than raising, which would count against it) for a model it does not serve or an input it cannot take.
+    `code` is an ErrorCode's code string, or the engine's HTTP status (vLLM's OpenAI errors)."""
+    code, message, param = error.get("code"), str(error.get("message") or "rejected"), error.get("param")
+    if isinstance(code, int):
+        if "maximum context length" in message:
+            kind = ErrorCode.CONTEXT_LENGTH_EXCEEDED
+        elif code < 500 or code in ENGINE_STATUSES:
+            kind = ENGINE_STATUSES.get(code, ErrorCode.BAD_REQUEST)
+        else:
+            kind, message = ErrorCode.MODEL_FAILED, f"the {role} failed to process the request; retry shortly"
+    else:
+        kind = ErrorCode.of(code) or ErrorCode.BAD_REQUEST
+    headers = {"Retry-After": "5"} if kind.status >= 500 else None
+    return EduserveError(kind, message, headers, param=param)
+
+
+def checked(role: str, result: Any) -> Any:
+    """`result`, unless it is a replica's refusal: then its API error is raised."""
+    if isinstance(result, dict) and isinstance(result.get("error"), dict):
+        raise refusal(role, result["error"])
+    return result
+
+
 class ModelRouter:
     def __init__(
         self,
@@ -117,7 +147,7 @@ class ModelRouter:
         kwargs = {**kwargs, "_model_id": multiplexed_model_id}
         if self.fallback is None:
             self._record(self.primary, "primary")
-            return await self._call_or_raise(self.primary, method, args, kwargs, timeout_s)
+            return checked(self.role, await self._call_or_raise(self.primary, method, args, kwargs, timeout_s))
         reason = self._reason_to_skip_primary()
         if reason is None:
             rejected: RayTaskError | None = None
@@ -138,9 +168,9 @@ class ModelRouter:
                 self._record(self.primary, "primary")
                 if rejected is not None:
                     raise api_error(self.role, rejected) from None
-                return result
+                return checked(self.role, result)
         self._record(self.fallback, reason)
-        return await self._call_or_raise(self.fallback, method, args, kwargs, timeout_s)
+        return checked(self.role, await self._call_or_raise(self.fallback, method, args, kwargs, timeout_s))
 
     async def call_target(self, which: str, method: str, *args: Any, timeout_s: float | None = None) -> Any:
         """Call one named deployment of the role directly (status and readiness checks; not recorded)."""
@@ -161,7 +191,8 @@ class ModelRouter:
 
     async def stream(self, method: str, *args: Any, multiplexed_model_id: str | None = None,
                      **kwargs: Any) -> AsyncIterator[Any]:
-        """Stream from the primary; fall back only if it fails before yielding its first chunk."""
+        """Stream from the primary; fall back only if it fails before yielding its first chunk. A refusal (the
+        replica's `{"error"}` item) is raised as its API error, first chunk or later."""
         kwargs = {**kwargs, "_model_id": multiplexed_model_id}
         target = self.primary
         if self.fallback is not None:
@@ -187,6 +218,11 @@ class ModelRouter:
                     if rejected is not None:
                         raise api_error(self.role, rejected) from None
                     if first is not _END:
+                        try:
+                            first = checked(self.role, first)
+                        except EduserveError:
+                            chunks.cancel()
+                            raise
                         yield first
                         async for chunk in _mapped(self.role, chunks):
                             yield chunk
@@ -297,12 +333,12 @@ def _stream(target: Target, method: str, args, kwargs) -> Any:
 
 
 async def _mapped(role: str, chunks: Any) -> AsyncIterator[Any]:
-    """Ray failures as API errors; and when the consumer stops early (client gone), the replica's generator is
-    cancelled at once rather than left to run to the end."""
+    """Ray failures and a replica's refusals as API errors; and when the consumer stops early (client gone, or a
+    refusal), the replica's generator is cancelled at once rather than left to run to the end."""
     exhausted = False
     try:
         async for chunk in chunks:
-            yield chunk
+            yield checked(role, chunk)
         exhausted = True
     except (BackPressureError, *PRIMARY_FAULTS) as exc:
         exhausted = True

@@ -13,27 +13,6 @@ from serve_app.routing import ModelRouter
 from serve_app.services.usage import Consumed, UsageMeter
 from serve_app.settings import ChatSettings
 
-MODEL_ERRORS = {"context_length_exceeded": ErrorCode.CONTEXT_LENGTH_EXCEEDED, "model_not_found": ErrorCode.MODEL_NOT_FOUND}
-ENGINE_STATUSES = {404: ErrorCode.MODEL_NOT_FOUND, 413: ErrorCode.PAYLOAD_TOO_LARGE, 429: ErrorCode.OVERLOADED,
-                   503: ErrorCode.MODEL_UNAVAILABLE}
-
-
-def model_error(result: dict[str, Any]) -> EduserveError:
-    """The API error for an {"error"} answer of the LLM deployment: ours (a string `code`) or the engine's OpenAI
-    error (its HTTP status in `code`, as vLLM reports it)."""
-    error = result["error"]
-    code, message, param = error.get("code"), str(error.get("message") or "rejected"), error.get("param")
-    if not isinstance(code, int):
-        return EduserveError(MODEL_ERRORS.get(code, ErrorCode.BAD_REQUEST), message)
-    if "maximum context length" in message:
-        return EduserveError(ErrorCode.CONTEXT_LENGTH_EXCEEDED, message, param=param)
-    if code < 500:
-        return EduserveError(ENGINE_STATUSES.get(code, ErrorCode.BAD_REQUEST), message, param=param)
-    if code in ENGINE_STATUSES:
-        return EduserveError(ENGINE_STATUSES[code], message, {"Retry-After": "5"})
-    return EduserveError(ErrorCode.MODEL_FAILED, "the llm failed to process the request; retry shortly",
-                         {"Retry-After": "5"})
-
 
 class ChatService:
     def __init__(self, router: ModelRouter, catalog: ModelCatalog, settings: ChatSettings, meter: UsageMeter):
@@ -106,8 +85,6 @@ class ChatService:
         """A whole chat or text completion from the engine, in the OpenAI shape."""
         await self.meter.admit()
         result = await self.router.call("openai", kind, body, multiplexed_model_id=model_id)
-        if "error" in result:
-            raise model_error(result)
         self._record(body["model"], kind, result.get("usage"))
         return result
 
@@ -123,8 +100,6 @@ class ChatService:
     async def complete(self, payload: dict[str, Any], model_id: str | None = None) -> dict[str, Any]:
         await self.meter.admit()
         result = await self.router.call("chat", payload, multiplexed_model_id=model_id)
-        if "error" in result:
-            raise model_error(result)
         self._record(model_id or self.model_name(None), "chat", result.get("usage"))
         return result
 
@@ -161,12 +136,10 @@ class ChatService:
 
     @staticmethod
     async def _checked(items: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+        """The first item is awaited here: a refusal (the router raises it) is a plain 4xx, not a stream."""
         first = await anext(items, None)
         if first is None:
             return items
-        if "error" in first:
-            await items.aclose()
-            raise model_error(first)
         return _prepend(first, items)
 
 

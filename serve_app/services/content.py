@@ -5,6 +5,7 @@ passes the safety pipeline."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from typing import Any
 
@@ -22,6 +23,8 @@ from serve_app.services.profiles import ProfileService
 from serve_app.services.safety import ContentBlocked, SafetyService
 from serve_app.services.usage import Consumed, UsageMeter
 from serve_app.settings import ContentSettings
+
+logger = logging.getLogger("ray.serve.eduserve.content")
 
 DEFAULT_LEVEL = "grade 5"
 CEFR = {"A1": "beginner", "A2": "elementary", "B1": "intermediate", "B2": "upper-intermediate",
@@ -107,8 +110,6 @@ class TranslatorClient:
 
     async def translate(self, text: str, pair: str) -> str:
         result = await self.router.call("translate", [text], multiplexed_model_id=pair)
-        if "error" in result:
-            raise EduserveError(ErrorCode.MODEL_NOT_FOUND, result["error"]["message"])
         self.meter.record(pair, "translation", Consumed(documents=1))
         return result["texts"][0]
 
@@ -186,17 +187,9 @@ class ContentService:
             return requested
         return (await self.profiles.get(principal.user_id)).get("voice")
 
-    @staticmethod
-    def tts_error(result: dict[str, Any]) -> EduserveError:
-        unprocessable = result["error"].get("code") == "unprocessable_input"
-        return EduserveError(ErrorCode.UNPROCESSABLE_INPUT if unprocessable else ErrorCode.UNKNOWN_VOICE,
-                             result["error"]["message"])
-
     async def speech(self, principal: Principal, text: str, voice: str | None, speed: float) -> dict[str, Any]:
         text = await self.safety.check_input(principal, text)
         result = await self.tts.call("speak", text, await self.voice_for(principal, voice), speed)
-        if "error" in result:
-            raise self.tts_error(result)
         self.meter.record(self.tts_model, "speech", Consumed(audio_seconds=len(result["audio"]) / result["sample_rate"]))
         return result
 
@@ -204,20 +197,16 @@ class ContentService:
         """(sample_rate, async iterator of float32 sentence audio); errors raised before the first byte."""
         text = await self.safety.check_input(principal, text)
         items = self.tts.stream("speak_stream", text, await self.voice_for(principal, voice), speed)
-        first = await anext(items)
-        if "error" in first:
-            await items.aclose()
-            raise self.tts_error(first)
+        first = await anext(items)  # a refusal (unknown voice, ...) is raised here, before any audio
 
         async def audio():
             samples = 0
             try:
                 async for item in items:
-                    if "error" in item:  # the audio is already flowing: it ends here (logged by the TTS replica)
-                        await items.aclose()
-                        return
                     samples += len(item["audio"])
                     yield item["audio"]
+            except EduserveError as exc:  # the audio is already flowing: it ends here (logged by the TTS replica)
+                logger.info("speech stream ended early: %s", exc.message)
             finally:  # counted as far as it got, also when the client left
                 seconds = samples / first["sample_rate"]
                 self.meter.record(self.tts_model, "speech", Consumed(audio_seconds=seconds))

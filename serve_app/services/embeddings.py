@@ -30,16 +30,6 @@ def check_text_limits(texts: list[str] | list[str | list[int]], max_count: int, 
             )
 
 
-def check_model_result(result: dict[str, Any]) -> dict[str, Any]:
-    """A replica answers {"error": ...} for a model it does not serve or an input it cannot take (instead of
-    failing, which the router would count against the deployment)."""
-    if "error" in result:
-        error = result["error"]
-        code = ErrorCode.MODEL_NOT_FOUND if error.get("code") == "model_not_found" else ErrorCode.BAD_REQUEST
-        raise EduserveError(code, error["message"], param="model" if code is ErrorCode.MODEL_NOT_FOUND else "input")
-    return result
-
-
 def encode_vector(vector: np.ndarray, encoding_format: str) -> list[float] | str:
     if encoding_format == "base64":
         return base64.b64encode(vector.astype("<f4", copy=False).tobytes()).decode("ascii")
@@ -75,8 +65,12 @@ class EmbeddingService:
         self.meter.record(model, "embedding", Consumed(prompt_tokens=int(sum(token_counts))))
         return vectors, token_counts
 
+    async def tokenizer_json(self) -> str:
+        """The default model's fast tokenizer, serialised (documents are chunked with exactly its tokens)."""
+        return await self.client.call("tokenizer_json")
+
     async def _call(self, model_id: str | None, texts: list[str] | list[str | list[int]]) -> dict[str, Any]:
-        return check_model_result(await self.client.call("embed", texts, multiplexed_model_id=model_id))
+        return await self.client.call("embed", texts, multiplexed_model_id=model_id)
 
     async def _embed_merged(self, model_id: str | None, texts: list[str]) -> list[tuple[np.ndarray, int]]:
         result = await self._call(model_id, texts)

@@ -9,7 +9,7 @@ from typing import Any
 from serve_app.catalog import ModelCatalog
 from serve_app.protocol.rerank import CohereRerankRequest, RerankRequest
 from serve_app.routing import ModelRouter
-from serve_app.services.embeddings import check_model_result, check_text_limits
+from serve_app.services.embeddings import check_text_limits
 from serve_app.services.usage import Consumed, UsageMeter
 from serve_app.settings import LimitSettings
 
@@ -28,8 +28,7 @@ class RerankService:
         check_text_limits(documents, self.limits.max_rerank_documents, self.limits.max_input_chars, "document")
         extra = {"max_tokens_per_doc": max_tokens_per_doc} if max_tokens_per_doc is not None else {}
         await self.meter.admit()
-        result = check_model_result(
-            await self.client.call("rerank", query, documents, multiplexed_model_id=model_id, **extra))
+        result = await self.client.call("rerank", query, documents, multiplexed_model_id=model_id, **extra)
         tokens = int(sum(result["token_counts"]))
         model = model_id or self.catalog.resolve("reranker", None).name
         self.meter.record(model, "rerank", Consumed(prompt_tokens=tokens, documents=len(documents)))
