@@ -188,7 +188,7 @@ class DocumentService:
             if self._tokenizer is None:
                 from tokenizers import Tokenizer
 
-                serialized = await self.embeddings.client.call("tokenizer_json")
+                serialized = await self.embeddings.tokenizer_json()
                 tokenizer = Tokenizer.from_str(serialized)
                 # The model's serialised tokenizer truncates and pads to its input size; chunking needs every token.
                 tokenizer.no_truncation()
