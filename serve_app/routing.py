@@ -18,26 +18,23 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from purgatory import AsyncCircuitBreakerFactory
 from purgatory.domain.model import OpenedState
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
-from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
+from ray.exceptions import RayTaskError
+from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from deployments.spec import DeploymentSpec
 from serve_app import metrics, request_trace
-from serve_app.errors import EduserveError, ErrorCode
+from serve_app.errors import EduserveError
+from serve_app.model_errors import PRIMARY_FAULTS, api_error, caused_by_input, checked
 from serve_app.settings import RoutingPolicy
 
 logger = logging.getLogger("ray.serve.eduserve.routing")
-
-UNAVAILABLE = (ActorDiedError, ActorUnavailableError, DeploymentUnavailableError, ReplicaUnavailableError, RayActorError)
-# Failures that count against the primary and send the call to the fallback.
-PRIMARY_FAULTS = (TimeoutError, RayTaskError, *UNAVAILABLE)
 
 
 @dataclass
@@ -54,65 +51,6 @@ class Target:
     @property
     def tier(self) -> str:
         return self.spec.tier
-
-
-# What a model's code raises on an input it cannot take (a text the TTS cannot phonemise, ...): the request's
-# fault, not the replica's. It is a 422, it does not count against the breaker, and no other tier is tried.
-INPUT_ERRORS = (ValueError, TypeError, LookupError, OverflowError)
-
-
-def caused_by_input(exc: BaseException) -> bool:
-    return isinstance(exc, RayTaskError) and isinstance(getattr(exc, "cause", None), INPUT_ERRORS)
-
-
-def api_error(role: str, exc: BaseException) -> EduserveError:
-    """The API error for a model call that failed with `exc` (and had nowhere else to go). Never a 500: a model
-    that raised is a 422 when the input caused it, else a 503 with Retry-After (the replica is failing)."""
-    if isinstance(exc, EduserveError):
-        return exc
-    if caused_by_input(exc):
-        return EduserveError(ErrorCode.UNPROCESSABLE_INPUT,
-                             f"the {role} could not process this input ({type(exc.cause).__name__})")
-    if isinstance(exc, BackPressureError):
-        return EduserveError(ErrorCode.OVERLOADED, f"the {role} is at capacity; retry shortly", {"Retry-After": "1"})
-    if isinstance(exc, TimeoutError):
-        return EduserveError(ErrorCode.TIMEOUT, f"the {role} did not answer in time")
-    if isinstance(exc, UNAVAILABLE):
-        return EduserveError(
-            ErrorCode.MODEL_UNAVAILABLE, f"the {role} is unavailable; retry shortly", {"Retry-After": "5"}
-        )
-    return EduserveError(ErrorCode.MODEL_FAILED, f"the {role} failed to process the request; retry shortly",
-                         {"Retry-After": "5"})
-
-
-# The engine's OpenAI errors carry their HTTP status in `code` (as vLLM's serving layer reports them).
-ENGINE_STATUSES = {404: ErrorCode.MODEL_NOT_FOUND, 413: ErrorCode.PAYLOAD_TOO_LARGE, 429: ErrorCode.OVERLOADED,
-                   503: ErrorCode.MODEL_UNAVAILABLE}
-
-
-def refusal(role: str, error: dict[str, Any]) -> EduserveError:
-    """The API error for a replica's refusal, `{"error": {"code", "message", "param"?}}`: a replica answers so
-    (rather than raising, which would count against it) for a model it does not serve or an input it cannot take.
-    `code` is an ErrorCode's code string, or the engine's HTTP status (vLLM's OpenAI errors)."""
-    code, message, param = error.get("code"), str(error.get("message") or "rejected"), error.get("param")
-    if isinstance(code, int):
-        if "maximum context length" in message:
-            kind = ErrorCode.CONTEXT_LENGTH_EXCEEDED
-        elif code < 500 or code in ENGINE_STATUSES:
-            kind = ENGINE_STATUSES.get(code, ErrorCode.BAD_REQUEST)
-        else:
-            kind, message = ErrorCode.MODEL_FAILED, f"the {role} failed to process the request; retry shortly"
-    else:
-        kind = ErrorCode.of(code) or ErrorCode.BAD_REQUEST
-    headers = {"Retry-After": "5"} if kind.status >= 500 else None
-    return EduserveError(kind, message, headers, param=param)
-
-
-def checked(role: str, result: Any) -> Any:
-    """`result`, unless it is a replica's refusal: then its API error is raised."""
-    if isinstance(result, dict) and isinstance(result.get("error"), dict):
-        raise refusal(role, result["error"])
-    return result
 
 
 class ModelRouter:
@@ -145,32 +83,18 @@ class ModelRouter:
         `multiplexed_model_id`, Serve routes to a replica that has that model loaded when it can."""
         timeout_s = timeout_s or self.call_timeout_s
         kwargs = {**kwargs, "_model_id": multiplexed_model_id}
-        if self.fallback is None:
-            self._record(self.primary, "primary")
-            return checked(self.role, await self._call_or_raise(self.primary, method, args, kwargs, timeout_s))
-        reason = self._reason_to_skip_primary()
-        if reason is None:
-            rejected: RayTaskError | None = None
+
+        async def on_primary() -> Any:
+            self.inflight += 1
             try:
-                async with await self._breaker():
-                    self.inflight += 1
-                    try:
-                        result = await _call(self.primary, method, args, kwargs, self.policy.primary_timeout_s)
-                    except RayTaskError as exc:
-                        if not caused_by_input(exc):
-                            raise
-                        rejected = exc  # the input's fault: not the breaker's business
-                    finally:
-                        self.inflight -= 1
-            except (OpenedState, BackPressureError, *PRIMARY_FAULTS) as exc:
-                reason = self._fallback_reason(exc)
-            else:
-                self._record(self.primary, "primary")
-                if rejected is not None:
-                    raise api_error(self.role, rejected) from None
-                return checked(self.role, result)
-        self._record(self.fallback, reason)
-        return checked(self.role, await self._call_or_raise(self.fallback, method, args, kwargs, timeout_s))
+                return await _call(self.primary, method, args, kwargs, self.policy.primary_timeout_s)
+            finally:
+                self.inflight -= 1
+
+        answered, result, target = await self._primary_first(on_primary)
+        if not answered:
+            result = await self._call_or_raise(target, method, args, kwargs, timeout_s)
+        return checked(self.role, result)
 
     async def call_target(self, which: str, method: str, *args: Any, timeout_s: float | None = None) -> Any:
         """Call one named deployment of the role directly (status and readiness checks; not recorded)."""
@@ -194,45 +118,62 @@ class ModelRouter:
         """Stream from the primary; fall back only if it fails before yielding its first chunk. A refusal (the
         replica's `{"error"}` item) is raised as its API error, first chunk or later."""
         kwargs = {**kwargs, "_model_id": multiplexed_model_id}
-        target = self.primary
-        if self.fallback is not None:
-            reason = self._reason_to_skip_primary()
-            if reason is None:
-                chunks = None
-                rejected: RayTaskError | None = None
-                try:
-                    async with await self._breaker():
-                        chunks = _stream(self.primary, method, args, kwargs)
-                        try:
-                            first = await asyncio.wait_for(anext(chunks, _END), self.policy.primary_timeout_s)
-                        except RayTaskError as exc:
-                            if not caused_by_input(exc):
-                                raise
-                            rejected = exc  # the input's fault: not the breaker's business
-                except (OpenedState, BackPressureError, *PRIMARY_FAULTS) as exc:
-                    if chunks is not None:
-                        chunks.cancel()
-                    reason = self._fallback_reason(exc)
-                else:
-                    self._record(self.primary, "primary")
-                    if rejected is not None:
-                        raise api_error(self.role, rejected) from None
-                    if first is not _END:
-                        try:
-                            first = checked(self.role, first)
-                        except EduserveError:
-                            chunks.cancel()
-                            raise
-                        yield first
-                        async for chunk in _mapped(self.role, chunks):
-                            yield chunk
-                    return
-            target = self.fallback
-            self._record(target, reason)
-        else:
-            self._record(target, "primary")
-        async for chunk in _mapped(self.role, _stream(target, method, args, kwargs)):
+
+        async def on_primary() -> tuple[Any, Any]:
+            chunks = _stream(self.primary, method, args, kwargs)
+            try:
+                return chunks, await asyncio.wait_for(anext(chunks, _END), self.policy.primary_timeout_s)
+            except BaseException:
+                chunks.cancel()
+                raise
+
+        answered, opened, target = await self._primary_first(on_primary)
+        if not answered:
+            async for chunk in _mapped(self.role, _stream(target, method, args, kwargs)):
+                yield chunk
+            return
+        chunks, first = opened
+        if first is _END:
+            return
+        try:
+            first = checked(self.role, first)
+        except EduserveError:
+            chunks.cancel()
+            raise
+        yield first
+        async for chunk in _mapped(self.role, chunks):
             yield chunk
+
+    # ------------------------------------------------------------------ primary first, then the fallback
+
+    async def _primary_first(self, on_primary: Callable[[], Awaitable[Any]]) -> tuple[bool, Any, Target]:
+        """(True, what `on_primary` returned, primary) when the primary answered; (False, None, the deployment
+        to use) otherwise: the primary alone when the role has no fallback, else the fallback when the primary is
+        skipped (degraded, saturated, breaker open) or fails (a fault, counted by its breaker). An input the
+        primary refused is the caller's mistake: raised, neither counted nor retried elsewhere."""
+        if self.fallback is None:
+            self._record(self.primary, "primary")
+            return False, None, self.primary
+        reason = self._reason_to_skip_primary()
+        if reason is None:
+            rejected: RayTaskError | None = None
+            try:
+                async with await self._breaker():
+                    try:
+                        result = await on_primary()
+                    except RayTaskError as exc:
+                        if not caused_by_input(exc):
+                            raise
+                        rejected = exc  # the input's fault: not the breaker's business
+            except (OpenedState, BackPressureError, *PRIMARY_FAULTS) as exc:
+                reason = self._fallback_reason(exc)
+            else:
+                self._record(self.primary, "primary")
+                if rejected is not None:
+                    raise api_error(self.role, rejected) from None
+                return True, result, self.primary
+        self._record(self.fallback, reason)
+        return False, None, self.fallback
 
     # ------------------------------------------------------------------ state
 
