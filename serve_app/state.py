@@ -20,6 +20,7 @@ from serve_app.services.auth import AuthService
 from serve_app.services.budgets import BudgetService
 from serve_app.services.chat import ChatService
 from serve_app.services.chat_sessions import ChatSessions
+from serve_app.services.collections import CollectionService
 from serve_app.services.content import ContentService, TranslatorClient
 from serve_app.services.documents import DocumentService
 from serve_app.services.embeddings import EmbeddingService
@@ -85,6 +86,7 @@ class AppState:
         self.auth: AuthService
         self.invalidations: Invalidations
         self.sessions: ChatSessions
+        self.collections: CollectionService
         self.documents: DocumentService
         self.rag: RagService
         self.safety: SafetyService
@@ -125,8 +127,9 @@ class AppState:
                                 self.invalidations)
         # Session context changes on every turn and any replica may serve the next one: keep L1 copies short.
         session_cache = TieredCache(self.redis, storage, "chat-session", l1_ttl_s=2.0)
-        self.documents = DocumentService(self.db, self.embeddings, self.settings.rag)
-        self.rag = RagService(self.db, TieredCache(self.redis, storage, "rag-search"), self.documents,
+        self.collections = CollectionService(self.db)
+        self.documents = DocumentService(self.db, self.collections, self.embeddings, self.settings.rag)
+        self.rag = RagService(self.db, TieredCache(self.redis, storage, "rag-search"), self.collections,
                               self.embeddings, self.rerank, self.settings.rag)
         self.safety = SafetyService(self.routers["safety"], self.db, self.settings.safety)
         self.profiles = ProfileService(self.db, TieredCache(self.redis, storage, "profile", l1_ttl_s=2.0))

@@ -16,7 +16,7 @@ import numpy as np
 from serve_app import metrics
 from serve_app.errors import EduserveError, ErrorCode
 from serve_app.security.principal import Principal
-from serve_app.services.documents import DocumentService, not_found, public_name
+from serve_app.services.collections import CollectionService, not_found, public_name
 from serve_app.services.embeddings import EmbeddingService
 from serve_app.services.rerank import RerankService
 from serve_app.settings import RagSettings
@@ -46,18 +46,18 @@ def reciprocal_rank_fusion(rankings: list[list[int]], k: int) -> dict[int, float
 
 
 class RagService:
-    def __init__(self, db: Database, cache: TieredCache, documents: DocumentService, embeddings: EmbeddingService,
+    def __init__(self, db: Database, cache: TieredCache, collections: CollectionService, embeddings: EmbeddingService,
                  rerank: RerankService, settings: RagSettings):
         self.db = db
         self.cache = cache
-        self.documents = documents
+        self.collections = collections
         self.embeddings = embeddings
         self.rerank = rerank
         self.settings = settings
 
     async def search(self, principal: Principal, params: SearchParams) -> dict[str, Any]:
         async with self.db.connection() as conn:
-            readable = await self.documents.readable(conn, principal)
+            readable = await self.collections.readable(conn, principal)
         scope = self._scope(readable, params.collections)
         key = hashlib.sha256(json.dumps({
             "scope": [(c["id"], c["version"]) for c in scope],

@@ -32,19 +32,19 @@ UPLOAD_TYPES = {".pdf": "application/pdf", ".md": "text/markdown", ".markdown": 
 @router.post("/v2/collections", status_code=201, response_model=CollectionOut)
 async def create_collection(body: CollectionCreate, principal: CurrentPrincipal, state: State):
     """A course collection (teachers and admins)."""
-    return await state.documents.create_course(principal, body.name)
+    return await state.collections.create_course(principal, body.name)
 
 
 @router.get("/v2/collections", response_model=list[CollectionOut])
 async def list_collections(principal: CurrentPrincipal, state: State):
     """The collections the caller may read, their private one included."""
-    return await state.documents.list_collections(principal)
+    return await state.collections.list_collections(principal)
 
 
 @router.post("/v2/collections/{name}/members", status_code=204)
 async def add_member(name: str, body: MemberAdd, principal: CurrentPrincipal, state: State):
     """Enrol a student in a course collection (teachers and admins)."""
-    await state.documents.add_member(principal, name, body.email)
+    await state.collections.add_member(principal, name, body.email)
     return Response(status_code=204)
 
 

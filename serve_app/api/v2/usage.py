@@ -104,17 +104,17 @@ async def delete_key_budget(key_id: uuid.UUID, admin: Admin, state: State):
 async def set_course_budget(name: str, body: BudgetIn, principal: CurrentPrincipal, state: State):
     """A course's token budget (its teacher or an admin): caps each enrolled student's usage; teachers and
     users outside the course are not affected."""
-    course = await state.documents.owned_course(principal, name)
+    course = await state.collections.owned_course(principal, name)
     return await state.budgets.put("collection", course, body.model_dump(), principal.user_id)
 
 
 @router.get("/v2/collections/{name}/budget", response_model=BudgetOut, tags=["documents"])
 async def get_course_budget(name: str, principal: CurrentPrincipal, state: State):
-    return await _budget(state, "collection", await state.documents.owned_course(principal, name))
+    return await _budget(state, "collection", await state.collections.owned_course(principal, name))
 
 
 @router.delete("/v2/collections/{name}/budget", status_code=204, tags=["documents"])
 async def delete_course_budget(name: str, principal: CurrentPrincipal, state: State):
-    if not await state.budgets.delete("collection", await state.documents.owned_course(principal, name)):
+    if not await state.budgets.delete("collection", await state.collections.owned_course(principal, name)):
         raise EduserveError(ErrorCode.NOT_FOUND, "no budget is set")
     return Response(status_code=204)
