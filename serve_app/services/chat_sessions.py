@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,6 +22,13 @@ from serve_app.errors import EduserveError, ErrorCode, error_body
 from serve_app.security.principal import Principal
 from serve_app.services.chat import ChatService
 from serve_app.services.content import describe_level
+from serve_app.services.grounding import (
+    GROUNDING,
+    NOTHING_FOUND,
+    numbered_sources,
+    source_refs,
+    sources_footer,
+)
 from serve_app.services.profiles import ProfileService
 from serve_app.services.rag import RagService, SearchParams
 from serve_app.services.safety import ContentBlocked, OutputGuard, SafetyService
@@ -54,33 +60,6 @@ def _message(row: Any) -> dict[str, Any]:
     if isinstance(message.get("metadata"), str):
         message["metadata"] = json.loads(message["metadata"])
     return message
-
-
-NOTHING_FOUND = (
-    "I could not find anything about this in your course materials or your documents, so I would rather not "
-    "guess. Try rephrasing the question, or add a document that covers it."
-)
-GROUNDING = (
-    "Answer the student's question using only the numbered sources below. Cite the sources you use as [1], [2]. "
-    "If the sources do not contain the answer, say that you could not find it.\n\nSources:\n{sources}"
-)
-CITATION = re.compile(r"\[\d+\]")
-
-
-def numbered_sources(hits: list[dict[str, Any]]) -> str:
-    blocks = []
-    for n, hit in enumerate(hits, start=1):
-        heading = f" — {hit['heading']}" if hit.get("heading") else ""
-        blocks.append(f"[{n}] {hit['document_title']}{heading}\n{hit['content']}")
-    return "\n\n".join(blocks)
-
-
-def source_refs(hits: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [
-        {"n": n, "document_id": h["document_id"], "title": h["document_title"], "chunk_id": h["chunk_id"],
-         "position": h["position"], "score": round(float(h["score"]), 4)}
-        for n, h in enumerate(hits, start=1)
-    ]
 
 
 class ChatSessions:
@@ -292,9 +271,8 @@ class ChatSessions:
                     parts.append(item["delta"])
                     yield {"event": "token", "data": json.dumps({"delta": item["delta"]})}
                     continue
-                if refs and not CITATION.search("".join(parts)):
-                    # The model did not cite: list the sources it was given, so the answer stays traceable.
-                    footer = "\n\nSources: " + "; ".join(f"[{r['n']}] {r['title']}" for r in refs)
+                footer = sources_footer("".join(parts), refs)
+                if footer:
                     parts.append(footer)
                     yield {"event": "token", "data": json.dumps({"delta": footer})}
                 usage = item["usage"]
