@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
+import inspect
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import ray
@@ -76,6 +78,34 @@ class MultiplexedModel:
             import torch
 
             torch.cuda.empty_cache()
+
+
+def counted(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A request method of a replica that does not go through `_submit` (which counts its own): counted in the
+    replica's `ongoing` while it runs, a stream until it ends, as the GPU router reads it for every role."""
+    if inspect.isasyncgenfunction(method):
+        @functools.wraps(method)
+        async def stream(self: ModelReplica, *args: Any, **kwargs: Any) -> Any:
+            self.ongoing += 1
+            items = method(self, *args, **kwargs)
+            try:
+                async for item in items:
+                    yield item
+            finally:
+                self.ongoing -= 1
+                await items.aclose()
+
+        return stream
+
+    @functools.wraps(method)
+    async def call(self: ModelReplica, *args: Any, **kwargs: Any) -> Any:
+        self.ongoing += 1
+        try:
+            return await method(self, *args, **kwargs)
+        finally:
+            self.ongoing -= 1
+
+    return call
 
 
 class ModelReplica:

@@ -24,7 +24,7 @@ from ray import serve
 
 from deployments.backends.llm_base import AdaptersNotSupported, LLMBackend, LoRAAdapter, SamplingParams
 from deployments.backends.registry import LLM_BACKENDS
-from deployments.base import ModelReplica
+from deployments.base import ModelReplica, counted
 from deployments.common import load_chain_async, refusal
 from deployments.llm_openai import TokenLevelOpenAI
 from deployments.llm_text import IncrementalDecoder, PromptTooLong, finish_reason, fit_history, usage
@@ -113,6 +113,7 @@ class LLM(ModelReplica):
 
     # ------------------------------------------------------------------ OpenAI requests (/v1)
 
+    @counted
     async def openai(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
         """A whole chat completion (`kind` chat) or text completion (completion), or {"error": {...}}.
         A LoRA adapter (the multiplexed model id) is registered with vLLM first, which then resolves `model`."""
@@ -125,6 +126,7 @@ class LLM(ModelReplica):
         self._count_usage(result.get("usage"))
         return result
 
+    @counted
     async def openai_stream(self, kind: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """Chunks in the OpenAI shape, or one {"error"} item. Closing the stream stops the generation.
         Usage is always asked of the engine, on every chunk (`continuous_usage_stats`): it is counted here, and the
@@ -192,6 +194,7 @@ class LLM(ModelReplica):
             return None, refusal("model_not_found", str(exc), "model")
         return (None if selected is self.backend else selected), error
 
+    @counted
     async def chat(self, request: dict[str, Any]) -> dict[str, Any]:
         adapter, error = await self._adapter()
         if error:
@@ -227,6 +230,7 @@ class LLM(ModelReplica):
         self.stats.record(len(items), 1)
         return outputs
 
+    @counted
     async def chat_stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """Yields {"delta": str, "usage"} items (usage so far), then {"finish_reason", "usage"}; or one {"error"}
         item."""

@@ -13,7 +13,7 @@ from ray import serve
 
 from deployments.backends.registry import SAFETY_BACKENDS
 from deployments.backends.safety_backends import SafetyBackend
-from deployments.base import ModelReplica
+from deployments.base import ModelReplica, counted
 from deployments.safety_rules import find_pii, redact, self_harm_score
 
 
@@ -23,6 +23,7 @@ class Safety(ModelReplica):
     factories = SAFETY_BACKENDS
     backend: SafetyBackend
 
+    @counted
     async def check(self, texts: list[str], injection: bool = True) -> list[dict[str, Any]]:
         """One report per text: {"scores": {category: 0..1}, "pii": [{kind, start, end}], "redacted": str}."""
         return list(await asyncio.gather(*(self._batch((text, injection)) for text in texts)))

@@ -17,7 +17,7 @@ from ray import serve
 
 from deployments.backends.registry import TTS_BACKENDS
 from deployments.backends.tts_backends import TTSBackend, UnknownVoice
-from deployments.base import ModelReplica
+from deployments.base import ModelReplica, counted
 from deployments.common import refusal
 
 logger = logging.getLogger("ray.serve.eduserve.tts")
@@ -44,6 +44,7 @@ class TTS(ModelReplica):
             return refusal("unknown_voice", f"voice {voice!r} is not available; available: {available}", "voice")
         return voice
 
+    @counted
     async def speak(self, text: str, voice: str | None = None, speed: float = 1.0) -> dict[str, Any]:
         """Whole text → {"audio": float32 array, "sample_rate", "sentences"}, or {"error"}."""
         checked = self._check(voice)
@@ -59,6 +60,7 @@ class TTS(ModelReplica):
         audio = np.concatenate(parts) if parts else np.zeros(0, np.float32)
         return {"audio": audio, "sample_rate": self.backend.sample_rate, "sentences": len(sentences)}
 
+    @counted
     async def speak_stream(self, text: str, voice: str | None = None, speed: float = 1.0) -> AsyncIterator[dict]:
         """{"sample_rate"} first, then {"audio"} per sentence in order; or one {"error"} (first, or where a
         sentence failed)."""

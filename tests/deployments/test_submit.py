@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 from ray import serve
 
-from deployments.base import ModelReplica
+from deployments.base import ModelReplica, counted
 from deployments.common import BatchStats
 from deployments.spec import ReplicaUserConfig
 
@@ -75,3 +75,37 @@ async def test_a_lone_request_larger_than_a_batch_goes_through_the_queue():
     results = await probe._submit([(backend, i) for i in range(8)])
     assert [value for value, _ in results] == [2 * i for i in range(8)]
     assert backend.passes == [4, 4]
+
+
+class Streamer:
+    """A replica whose methods do not go through `_submit`: `counted` keeps its `ongoing` for the GPU router."""
+
+    def __init__(self):
+        self.ongoing = 0
+        self.seen: list[int] = []
+        self.release = asyncio.Event()
+
+    @counted
+    async def call(self) -> None:
+        await self.release.wait()
+
+    @counted
+    async def stream(self, n: int):
+        for index in range(n):
+            self.seen.append(self.ongoing)
+            yield index
+
+
+async def test_calls_and_streams_count_as_ongoing_while_they_run():
+    replica = Streamer()
+    calls = [asyncio.create_task(replica.call()) for _ in range(2)]
+    await asyncio.sleep(0.01)
+    assert replica.ongoing == 2
+    replica.release.set()
+    await asyncio.gather(*calls)
+    assert replica.ongoing == 0
+    assert [item async for item in replica.stream(3)] == [0, 1, 2] and replica.seen == [1, 1, 1]
+    left = replica.stream(10)
+    assert await anext(left) == 0 and replica.ongoing == 1
+    await left.aclose()  # the client went away mid-stream
+    assert replica.ongoing == 0
