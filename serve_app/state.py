@@ -1,17 +1,15 @@
-"""What the ingress replica holds: settings, the model catalog, one ModelRouter per role, the services."""
+"""What the ingress replica holds: settings, the model catalog, one ModelRouter per role, storage, the services."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 
 from ray.serve.handle import DeploymentHandle
 
 from serve_app import metrics
 from serve_app.catalog import ModelCatalog
-from serve_app.errors import EduserveError
 from serve_app.routing import ModelRouter, Target, make_breakers
 from serve_app.security.principal_cache import Invalidations, PrincipalCache
 from serve_app.security.ratelimit import RateLimiter
@@ -24,6 +22,7 @@ from serve_app.services.collections import CollectionService
 from serve_app.services.content import ContentService, TranslatorClient
 from serve_app.services.documents import DocumentService
 from serve_app.services.embeddings import EmbeddingService
+from serve_app.services.model_status import ModelStatus
 from serve_app.services.profiles import ProfileService
 from serve_app.services.rag import RagService
 from serve_app.services.rerank import RerankService
@@ -54,7 +53,6 @@ def _alive_ray_nodes() -> int:
 class AppState:
     def __init__(self, settings: Settings, handles: dict[str, dict[str, DeploymentHandle]]):
         self.settings = settings
-        self.started = int(time.time())
         self.catalog = ModelCatalog(settings.models.roles())
         breakers = make_breakers()
         self.routers: dict[str, ModelRouter] = {}
@@ -92,6 +90,7 @@ class AppState:
         self.safety: SafetyService
         self.profiles: ProfileService
         self.content: ContentService
+        self.status: ModelStatus
         self.supervisor: StoreSupervisor | None = None  # of the embedded stores, when this replica started them
         self._gauges: asyncio.Task | None = None
 
@@ -141,6 +140,8 @@ class AppState:
                                       self.settings.content, self.usage, translator)
         self.sessions = ChatSessions(self.db, session_cache, self.chat, self.rag, self.safety, self.profiles,
                                      self.settings)
+        self.status = ModelStatus(self.routers, self.catalog, self.embeddings, (self.db, self.redis),
+                                  self.settings.ingress.readiness_timeout_s)
         if not await self.db.open():  # not fatal: requests that need it get 503 until it is back
             logger.error("starting without the database: %s", self.db.last_error)
         self._gauges = asyncio.create_task(self._report_gauges(), name="state-gauges")
@@ -169,67 +170,3 @@ class AppState:
             await asyncio.to_thread(self.supervisor.stop)
         await self.db.close()
         await self.redis.close()
-
-    async def _deployment_info(self, router: ModelRouter, which: str) -> dict[str, Any]:
-        try:
-            info = await router.call_target(which, "info", timeout_s=self.settings.ingress.readiness_timeout_s)
-            return {"ok": True, **info}
-        except EduserveError as exc:
-            return {"ok": False, "error": exc.message}
-
-    async def _role_status(self, router: ModelRouter) -> dict[str, Any]:
-        which = ["primary"] + (["fallback"] if router.fallback else [])
-        infos = await asyncio.gather(*(self._deployment_info(router, w) for w in which))
-        deployments = dict(zip(which, infos, strict=True))
-        status = {
-            # A role is up when any of its deployments answers: the router sends traffic where it can.
-            "ok": any(info["ok"] for info in deployments.values()),
-            "routing": await router.status(),
-            "deployments": deployments,
-        }
-        if router is self.embeddings.client and self.embeddings.coalescer is not None:
-            status["coalescing"] = self.embeddings.coalescer.stats()  # this ingress replica's
-        return status
-
-    async def _all_status(self) -> dict[str, dict[str, Any]]:
-        roles = list(self.routers)
-        reports = await asyncio.gather(*(self._role_status(self.routers[role]) for role in roles))
-        return dict(zip(roles, reports, strict=True))
-
-    async def readiness(self) -> dict[str, dict[str, Any]]:
-        """Models by role, plus storage. Redis down is degraded, not unready: the service still answers."""
-        checks: dict[str, dict[str, Any]] = {}
-        checks["database"], checks["redis"] = await asyncio.gather(self.db.check(), self.redis.check())
-        for role, status in (await self._all_status()).items():
-            check: dict[str, Any] = {"ok": status["ok"]}
-            for which, info in status["deployments"].items():
-                check[which] = info["ok"] if info["ok"] else info["error"]
-            checks[role] = check
-        return checks
-
-    async def _loaded_on(self, role: str) -> dict[str, list[str]]:
-        """Multiplexed model id → primary replicas that have it loaded. Each info call reaches one replica, so
-        a few are sampled; with more replicas than samples the answer may be partial."""
-        router = self.routers[role]
-        replicas = router.primary.spec.num_replicas if router.primary.spec.autoscaling is None else 4
-        reports = await asyncio.gather(*(self._deployment_info(router, "primary") for _ in range(2 * replicas)))
-        loaded: dict[str, set[str]] = {}
-        for report in reports:
-            for model_id in (report.get("multiplexed") or {}).get("loaded", []) if report["ok"] else []:
-                loaded.setdefault(model_id, set()).add(report["replica"])
-        return {model_id: sorted(replicas) for model_id, replicas in loaded.items()}
-
-    async def list_models(self) -> dict[str, Any]:
-        statuses = await self._all_status()
-        multiplexing_roles = sorted({m.role for m in self.catalog.multiplexed.values()})
-        loaded = dict(zip(multiplexing_roles, await asyncio.gather(*(self._loaded_on(r) for r in multiplexing_roles)),
-                          strict=True))
-        data = []
-        for model in self.catalog.models():
-            status = statuses.get(model.role)
-            if model.multiplexed_id is not None:
-                status = {"multiplexed": True, "deployment": self.routers[model.role].primary.name,
-                          "loaded_on": loaded.get(model.role, {}).get(model.multiplexed_id, [])}
-            data.append({"id": model.name, "object": "model", "created": self.started, "owned_by": "eduserve",
-                         "role": model.role, "aliases": list(model.aliases), "status": status})
-        return {"object": "list", "data": data}

@@ -22,7 +22,7 @@ async def healthz():
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
 async def readyz(state: State):
     """Readiness: every model deployment answered within the timeout."""
-    checks = await state.readiness()
+    checks = await state.status.readiness()
     if all(check["ok"] for check in checks.values()):
         return Readiness(status="ready", checks=checks)
     failing = sorted(name for name, check in checks.items() if not check["ok"])
