@@ -71,7 +71,7 @@ def main() -> None:
         results[f"batch_{batch}_ratio_onnx_vs_reference"] = round(figures["onnx"] / figures["sentence-transformers"], 2)
         print(batch, figures, flush=True)
     # 32 texts in the replica's passes: length-sorted sub-batches under a token budget (`max_batch_tokens`).
-    from deployments.common import run_in_token_budget
+    from deployments.batching import run_in_token_budget
 
     onnx, batch = loaded["onnx"], texts[:32]
     lengths = onnx.count_tokens(batch)

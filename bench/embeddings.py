@@ -207,7 +207,8 @@ def onnx_in_process(texts: list[str], seconds: float) -> float:
     the replica's passes (split by its `max_batch_tokens`, as the replica splits a batch)."""
     from bench.embedding_backends import throughput
     from deployments.backends.registry import EMBEDDING_BACKENDS
-    from deployments.common import configure_threads, load_chain, run_in_token_budget, select_device
+    from deployments.batching import run_in_token_budget
+    from deployments.common import configure_threads, load_chain, select_device
     from serve_app.settings import load_settings
 
     settings = load_settings("cpu")

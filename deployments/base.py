@@ -15,14 +15,12 @@ from typing import Any, ClassVar
 import ray
 from ray import serve
 
+from deployments.batching import BatchStats, apply_batch_settings, run_in_token_budget
 from deployments.common import (
-    BatchStats,
     LoadedBackend,
-    apply_batch_settings,
     configure_threads,
     load_chain,
     refusal,
-    run_in_token_budget,
     select_device,
     set_offline_env,
 )

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from deployments.batching import BatchStats, run_in_token_budget, split_by_token_budget
 from deployments.common import (
-    BatchStats,
     ModelSourceError,
     NoBackendLoaded,
     load_chain,
     resolve_model_source,
-    run_in_token_budget,
     select_device,
-    split_by_token_budget,
 )
 from deployments.spec import BackendSpec, DeploymentSpec
 

@@ -12,7 +12,7 @@ import pytest
 from ray import serve
 
 from deployments.base import ModelReplica, counted
-from deployments.common import BatchStats
+from deployments.batching import BatchStats
 from deployments.spec import ReplicaUserConfig
 
 WINDOW_S = 3.0  # far longer than any forward here: a request that waited it out would show
