@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from serve_app.errors import EduserveError, ErrorCode
-from serve_app.settings import RoleConfig
+from serve_app.model_config import RoleConfig
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,8 @@ from ray.serve.handle import DeploymentHandle
 from deployments.spec import DeploymentSpec
 from serve_app import metrics, request_trace
 from serve_app.errors import EduserveError
+from serve_app.model_config import RoutingPolicy
 from serve_app.model_errors import PRIMARY_FAULTS, api_error, caused_by_input, checked
-from serve_app.settings import RoutingPolicy
 
 logger = logging.getLogger("ray.serve.eduserve.routing")
 

@@ -22,7 +22,8 @@ from pydantic_settings import (
 )
 
 from deployments.common import default_data_dir
-from deployments.spec import DeploymentSpec, StrictModel
+from deployments.spec import StrictModel
+from serve_app.model_config import ModelsConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -56,53 +57,6 @@ class IngressSettings(StrictModel):
         64, ge=0, description="embedding requests waiting on a busy model leave together as one call of at most "
         "this many texts (0: one call per request); only where the embedder has no fallback deployment")
     coalesce_max_inflight: int = Field(1, ge=1, description="merged embedding calls in flight per model and replica")
-
-
-class RoutingPolicy(StrictModel):
-    """How the ingress picks between a role's primary (GPU) and fallback (CPU) deployment."""
-
-    primary_max_inflight: int | None = Field(
-        None, ge=1, description="calls in flight to the primary per ingress replica before overflowing to fallback"
-    )
-    primary_timeout_s: float = Field(30.0, gt=0, description="a primary call slower than this counts as a failure")
-    breaker_failure_threshold: int = Field(3, ge=1, description="consecutive primary failures that open the breaker")
-    breaker_reset_s: float = Field(15.0, gt=0, description="open time before a half-open probe")
-    degraded_primary_is_unavailable: bool = Field(
-        True, description="skip a primary whose replica reports it found no usable GPU"
-    )
-    health_probe_period_s: float = Field(10.0, gt=0, description="how often to refresh the primary's device report")
-
-
-class RoleConfig(StrictModel):
-    """One model role (embedder, reranker, ...): the name clients use and the deployments that serve it."""
-
-    served_model_name: str = Field(min_length=1, pattern=r"^[\w.\-/:]+$")
-    aliases: list[str] = Field(default_factory=list, description="other names accepted in `model`")
-    primary: DeploymentSpec
-    fallback: DeploymentSpec | None = Field(
-        None, description="a CPU deployment that takes the overflow and the traffic while the primary fails"
-    )
-    routing: RoutingPolicy = Field(default_factory=RoutingPolicy)
-
-    @model_validator(mode="after")
-    def _vllm_serves_our_names(self) -> RoleConfig:
-        """vLLM's OpenAI layer checks `model` against its served names: give it ours unless the profile did."""
-        for which in ("primary", "fallback"):
-            spec = getattr(self, which)
-            if spec is None or not any(entry.backend == "vllm" for entry in spec.chain):
-                continue
-            chain = [entry.model_copy(update={"options": {"served_model_name": [self.served_model_name],
-                                                          **entry.options}})
-                     if entry.backend == "vllm" else entry for entry in spec.chain]
-            object.__setattr__(self, which, spec.model_copy(update={"chain": chain}))
-        return self
-
-    def deployments(self) -> list[DeploymentSpec]:
-        return [self.primary] + ([self.fallback] if self.fallback else [])
-
-    def multiplexed_names(self) -> list[str]:
-        """Extra models the primary loads on demand (served names = multiplexed model ids)."""
-        return sorted(self.primary.multiplex.models) if self.primary.multiplex else []
 
 
 class StorageSettings(StrictModel):
@@ -259,22 +213,6 @@ class SafetySettings(StrictModel):
         "This sounds really hard, and you deserve support. Please talk to someone you trust, such as a teacher, "
         "a parent or a school counsellor, or contact a local helpline."
     )
-
-
-class ModelsConfig(StrictModel):
-    embedder: RoleConfig
-    reranker: RoleConfig
-    llm: RoleConfig
-    tts: RoleConfig
-    safety: RoleConfig
-    translator: RoleConfig | None = Field(
-        None, description="CTranslate2 translation models, one per language pair (multiplexed ids like `en-fr`)"
-    )
-
-    def roles(self) -> dict[str, RoleConfig]:
-        roles = {"embedder": self.embedder, "reranker": self.reranker, "llm": self.llm, "tts": self.tts,
-                 "safety": self.safety}
-        return roles | ({"translator": self.translator} if self.translator else {})
 
 
 class Settings(BaseSettings):

@@ -15,8 +15,8 @@ from ray.serve.exceptions import BackPressureError
 from deployments.spec import DeploymentSpec
 from serve_app import request_trace
 from serve_app.errors import EduserveError, ErrorCode
+from serve_app.model_config import RoutingPolicy
 from serve_app.routing import ModelRouter, Target, make_breakers
-from serve_app.settings import RoutingPolicy
 
 
 class FakeResponse:
