@@ -18,6 +18,7 @@ from serve_app.services.auth import AuthService
 from serve_app.services.budgets import BudgetService
 from serve_app.services.chat import ChatService
 from serve_app.services.chat_sessions import ChatSessions
+from serve_app.services.chat_store import ChatStore
 from serve_app.services.collections import CollectionService
 from serve_app.services.content import ContentService, TranslatorClient
 from serve_app.services.documents import DocumentService
@@ -83,6 +84,7 @@ class AppState:
         self.usage_reports: UsageReports
         self.auth: AuthService
         self.invalidations: Invalidations
+        self.chat_store: ChatStore
         self.sessions: ChatSessions
         self.collections: CollectionService
         self.documents: DocumentService
@@ -138,8 +140,8 @@ class AppState:
                                           self.usage)
         self.content = ContentService(self.chat, self.safety, self.profiles, self.routers["tts"],
                                       self.settings.content, self.usage, translator)
-        self.sessions = ChatSessions(self.db, session_cache, self.chat, self.rag, self.safety, self.profiles,
-                                     self.settings)
+        self.chat_store = ChatStore(self.db, session_cache, self.settings.chat)
+        self.sessions = ChatSessions(self.chat_store, self.chat, self.rag, self.safety, self.profiles, self.settings)
         self.status = ModelStatus(self.routers, self.catalog, self.embeddings, (self.db, self.redis),
                                   self.settings.ingress.readiness_timeout_s)
         if not await self.db.open():  # not fatal: requests that need it get 503 until it is back

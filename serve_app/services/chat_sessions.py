@@ -1,5 +1,4 @@
-"""Persistent chat sessions: each user's conversations in PostgreSQL, their recent context cached in Redis (and
-briefly in L1), answers streamed as server-sent events.
+"""Chat turns: a user's message in a session (`ChatStore`), the answer streamed as server-sent events.
 
 A turn: the user's message is stored before generation starts; the answer is stored when it ends — as
 `completed`, `interrupted` (the client went away; the partial text is kept), `blocked` or `error`. The stream
@@ -13,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,6 +19,7 @@ from serve_app import request_trace
 from serve_app.errors import EduserveError, ErrorCode, error_body
 from serve_app.security.principal import Principal
 from serve_app.services.chat import ChatService
+from serve_app.services.chat_store import ChatStore
 from serve_app.services.content import describe_level
 from serve_app.services.grounding import (
     GROUNDING,
@@ -33,40 +32,13 @@ from serve_app.services.profiles import ProfileService
 from serve_app.services.rag import RagService, SearchParams
 from serve_app.services.safety import ContentBlocked, OutputGuard, SafetyService
 from serve_app.settings import Settings
-from serve_app.storage.cache import TieredCache
-from serve_app.storage.db import Database
 
 logger = logging.getLogger("ray.serve.eduserve.chat")
 
-SESSION_COLUMNS = "id::text AS id, title, retrieval, created_at, updated_at"
-MESSAGE_COLUMNS = "id::text AS id, role, content, status, token_count, metadata, created_at"
-# Turns sent back to the model: finished answers, and the part of interrupted ones the user saw.
-HISTORY_STATUSES = ("completed", "interrupted")
-
-
-def not_found() -> EduserveError:
-    return EduserveError(ErrorCode.NOT_FOUND, "no such chat session")
-
-
-def _uuid(value: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise not_found() from None
-
-
-def _message(row: Any) -> dict[str, Any]:
-    message = dict(row)
-    if isinstance(message.get("metadata"), str):
-        message["metadata"] = json.loads(message["metadata"])
-    return message
-
-
 class ChatSessions:
-    def __init__(self, db: Database, cache: TieredCache, chat: ChatService, rag: RagService, safety: SafetyService,
+    def __init__(self, store: ChatStore, chat: ChatService, rag: RagService, safety: SafetyService,
                  profiles: ProfileService, settings: Settings):
-        self.db = db
-        self.cache = cache
+        self.store = store
         self.chat = chat
         self.rag = rag
         self.safety = safety
@@ -74,130 +46,6 @@ class ChatSessions:
         self.settings = settings.chat
         self.rag_settings = settings.rag
         self._background: set[asyncio.Task] = set()
-
-    # ------------------------------------------------------------------ sessions
-
-    async def create(self, user_id: str, title: str, retrieval: bool) -> dict[str, Any]:
-        async with self.db.connection() as conn:
-            row = await conn.fetchrow(
-                f"INSERT INTO chat_sessions (user_id, title, retrieval) VALUES ($1, $2, $3) RETURNING {SESSION_COLUMNS}",
-                uuid.UUID(user_id), title, retrieval,
-            )
-        return dict(row)
-
-    async def list(self, user_id: str, limit: int, before: str | None) -> dict[str, Any]:
-        async with self.db.connection() as conn:
-            cursor = None
-            if before:
-                cursor = await conn.fetchval(
-                    "SELECT updated_at FROM chat_sessions WHERE id = $1 AND user_id = $2", _uuid(before),
-                    uuid.UUID(user_id),
-                )
-                if cursor is None:
-                    raise EduserveError(ErrorCode.VALIDATION_ERROR, "before: unknown session id")
-            rows = await conn.fetch(
-                f"SELECT {SESSION_COLUMNS} FROM chat_sessions WHERE user_id = $1"
-                " AND ($2::timestamptz IS NULL OR updated_at < $2) ORDER BY updated_at DESC LIMIT $3",
-                uuid.UUID(user_id), cursor, limit + 1,
-            )
-        page = [dict(r) for r in rows[:limit]]
-        return {"data": page, "has_more": len(rows) > limit, "next_before": page[-1]["id"] if len(rows) > limit else None}
-
-    async def _session(self, conn: Any, user_id: str, session_id: str) -> dict[str, Any]:
-        row = await conn.fetchrow(
-            f"SELECT {SESSION_COLUMNS} FROM chat_sessions WHERE id = $1 AND user_id = $2",
-            _uuid(session_id), uuid.UUID(user_id),
-        )
-        if row is None:  # someone else's session looks exactly like a missing one
-            raise not_found()
-        return dict(row)
-
-    async def get(self, user_id: str, session_id: str, limit: int, before: str | None) -> dict[str, Any]:
-        async with self.db.connection() as conn:
-            session = await self._session(conn, user_id, session_id)
-            cursor = None
-            if before:
-                cursor = await conn.fetchval(
-                    "SELECT created_at FROM chat_messages WHERE id = $1 AND session_id = $2",
-                    _uuid(before), _uuid(session_id),
-                )
-                if cursor is None:
-                    raise EduserveError(ErrorCode.VALIDATION_ERROR, "before: unknown message id")
-            rows = await conn.fetch(
-                f"SELECT {MESSAGE_COLUMNS} FROM chat_messages WHERE session_id = $1"
-                " AND ($2::timestamptz IS NULL OR created_at < $2) ORDER BY created_at DESC LIMIT $3",
-                _uuid(session_id), cursor, limit + 1,
-            )
-        newest_first = [_message(r) for r in rows[:limit]]
-        has_more = len(rows) > limit
-        return {
-            **session,
-            "messages": list(reversed(newest_first)),
-            "has_more": has_more,
-            "next_before": newest_first[-1]["id"] if has_more else None,
-        }
-
-    async def delete(self, user_id: str, session_id: str) -> None:
-        async with self.db.connection() as conn:
-            deleted = await conn.fetchval(
-                "DELETE FROM chat_sessions WHERE id = $1 AND user_id = $2 RETURNING id",
-                _uuid(session_id), uuid.UUID(user_id),
-            )
-        if deleted is None:
-            raise not_found()
-        await self.cache.delete(session_id)
-
-    # ------------------------------------------------------------------ context (cached)
-
-    async def _context(self, user_id: str, session_id: str) -> dict[str, Any]:
-        """Owner and recent turns of a session: Redis/L1 first, else PostgreSQL (then cached)."""
-        cached = await self.cache.get(session_id)
-        if cached is not None:
-            if cached["user_id"] != user_id:
-                raise not_found()
-            return cached
-        async with self.db.connection() as conn:
-            session = await self._session(conn, user_id, session_id)
-            rows = await conn.fetch(
-                "SELECT id::text AS id, role, content FROM chat_messages WHERE session_id = $1"
-                " AND status = ANY($2::text[]) ORDER BY created_at DESC LIMIT $3",
-                _uuid(session_id), list(HISTORY_STATUSES), self.settings.history_messages_loaded,
-            )
-        context = {
-            "user_id": user_id,
-            "title": session["title"],
-            "retrieval": session["retrieval"],
-            "messages": [dict(r) for r in reversed(rows)],
-        }
-        await self.cache.set(session_id, context, self.settings.session_cache_ttl_s)
-        return context
-
-    async def _remember(self, session_id: str, context: dict[str, Any], *messages: dict[str, Any]) -> dict[str, Any]:
-        """Append stored messages to the cached context (write-through) and return the new context."""
-        turns = context["messages"] + [
-            {"id": m["id"], "role": m["role"], "content": m["content"]}
-            for m in messages
-            if m["role"] == "user" or m["status"] in HISTORY_STATUSES
-        ]
-        context = {**context, "messages": turns[-self.settings.history_messages_loaded:]}
-        await self.cache.set(session_id, context, self.settings.session_cache_ttl_s)
-        return context
-
-    async def _insert(self, session_id: str, role: str, content: str, status: str,
-                      token_count: int | None = None, metadata: dict | None = None,
-                      title: str | None = None) -> dict[str, Any]:
-        async with self.db.transaction() as conn:
-            row = await conn.fetchrow(
-                f"INSERT INTO chat_messages (session_id, role, content, status, token_count, metadata)"
-                f" VALUES ($1, $2, $3, $4, $5, $6::jsonb) RETURNING {MESSAGE_COLUMNS}",
-                uuid.UUID(session_id), role, content, status, token_count, json.dumps(metadata or {}),
-            )
-            await conn.execute(
-                "UPDATE chat_sessions SET updated_at = now(),"
-                " title = CASE WHEN title = '' AND $2::text IS NOT NULL THEN $2 ELSE title END WHERE id = $1",
-                uuid.UUID(session_id), title,
-            )
-        return _message(row)
 
     # ------------------------------------------------------------------ a turn
 
@@ -209,12 +57,12 @@ class ChatSessions:
 
         Raises (before any event) when the session is not the caller's, the safety pipeline blocks the message
         (nothing is stored; the block is recorded), or the model refuses the prompt."""
-        context = await self._context(principal.user_id, session_id)
+        context = await self.store.context(principal.user_id, session_id)
         content = await self.safety.check_input(principal, content)  # personal data redacted per policy
         history = [{"role": m["role"], "content": m["content"]} for m in context["messages"]]
         title = content.strip().splitlines()[0][:80] if not context["title"] else None
-        user_message = await self._insert(session_id, "user", content, "completed", title=title)
-        context = await self._remember(session_id, {**context, "title": context["title"] or title}, user_message)
+        user_message = await self.store.insert(session_id, "user", content, "completed", title=title)
+        context = await self.store.remember(session_id, {**context, "title": context["title"] or title}, user_message)
 
         system_prompt, sources = self.settings.system_prompt, None
         level = (await self.profiles.get(principal.user_id)).get("reading_level")
@@ -245,9 +93,9 @@ class ChatSessions:
     async def _canned(self, session_id: str, context: dict[str, Any], user_message_id: str,
                       text: str) -> AsyncIterator[dict[str, str]]:
         """An answer that needs no model: nothing relevant was found, so nothing is made up."""
-        message = await self._insert(session_id, "assistant", text, "completed", metadata={"sources": [],
+        message = await self.store.insert(session_id, "assistant", text, "completed", metadata={"sources": [],
                                                                                          "grounded": False})
-        await self._remember(session_id, context, message)
+        await self.store.remember(session_id, context, message)
         yield {"event": "token", "data": json.dumps({"delta": text})}
         yield {"event": "done", "data": json.dumps({
             "message_id": message["id"], "user_message_id": user_message_id, "finish_reason": "stop",
@@ -320,7 +168,7 @@ class ChatSessions:
         """Store an answer, or (database unavailable) keep retrying in the background until it is stored or
         `chat.answer_store_retry_s` has passed, and return None. Never raises: a turn always ends with an event."""
         try:
-            message = await self._insert(session_id, "assistant", text, status, token_count, metadata)
+            message = await self.store.insert(session_id, "assistant", text, status, token_count, metadata)
         except EduserveError as exc:
             if exc.code is not ErrorCode.DATABASE_UNAVAILABLE:
                 logger.error("answer of session %s not stored: %s", session_id, exc.message)
@@ -330,7 +178,7 @@ class ChatSessions:
         except Exception:  # noqa: BLE001 - logged; the turn still ends with its event
             logger.exception("answer of session %s not stored", session_id)
             return None
-        await self._remember(session_id, context, message)
+        await self.store.remember(session_id, context, message)
         return message
 
     async def _store_later(self, session_id: str, context: dict[str, Any], text: str, status: str,
@@ -341,14 +189,14 @@ class ChatSessions:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 15.0)
             try:
-                await self._insert(session_id, "assistant", text, status, token_count, metadata)
+                await self.store.insert(session_id, "assistant", text, status, token_count, metadata)
             except EduserveError as exc:
                 if exc.code is ErrorCode.DATABASE_UNAVAILABLE:
                     continue
                 logger.error("answer of session %s not stored: %s", session_id, exc.message)
                 return
             logger.info("answer of session %s stored after the database came back", session_id)
-            await self.cache.delete(session_id)  # rebuilt from the database with the answer in place
+            await self.store.forget(session_id)  # rebuilt from the database with the answer in place
             return
         logger.error("answer of session %s (%d chars) lost: the database stayed unavailable for %.0f s",
                      session_id, len(text), self.settings.answer_store_retry_s)
