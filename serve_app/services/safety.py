@@ -83,11 +83,25 @@ class SafetyService:
                 if report["scores"].get(category, 0.0) >= limit]
         return max(over, key=lambda item: item[1]) if over else None
 
-    def _message(self, category: str, direction: str) -> str:
+    def block_message(self, category: str, direction: str) -> str:
         if category == "self_harm":
             return self.settings.self_harm_message
         what = "message" if direction == "input" else "answer"
         return f"this {what} was blocked by the safety policy ({CATEGORY_NAMES.get(category, category)})"
+
+    async def blocked(self, principal: Principal, direction: str, report: dict[str, Any]) -> str | None:
+        """The category that blocks this report for the caller's role, recorded as a safety event; None when it
+        passes. An answer is never blocked for prompt injection (that is about what a user sends)."""
+        verdict = self.verdict(principal.role, report)
+        if verdict is None or (direction == "output" and verdict[0] == "prompt_injection"):
+            return None
+        category, score = verdict
+        await self.record(principal, direction, category, score, "blocked", report["redacted"])
+        return category
+
+    def redacts_pii(self, report: dict[str, Any]) -> bool:
+        """Personal data found, and the policy does something about it (redact or block)."""
+        return bool(report["pii"]) and self.settings.pii_action != "allow"
 
     async def record(self, principal: Principal | None, direction: str, category: str, score: float | None,
                      action: str, excerpt: str) -> None:
@@ -116,12 +130,10 @@ class SafetyService:
         return [await self._decide_input(principal, text, report) for text, report in zip(texts, reports, strict=True)]
 
     async def _decide_input(self, principal: Principal, text: str, report: dict[str, Any]) -> str:
-        verdict = self.verdict(principal.role, report)
-        if verdict is not None:
-            category, score = verdict
-            await self.record(principal, "input", category, score, "blocked", report["redacted"])
-            raise ContentBlocked(category, self._message(category, "input"))
-        if report["pii"] and self.settings.pii_action != "allow":
+        category = await self.blocked(principal, "input", report)
+        if category is not None:
+            raise ContentBlocked(category, self.block_message(category, "input"))
+        if self.redacts_pii(report):
             if self.settings.pii_action == "block":
                 await self.record(principal, "input", "pii", 1.0, "blocked", report["redacted"])
                 raise ContentBlocked("pii", "remove the personal data (email, phone, card, address) and try again")
@@ -136,12 +148,10 @@ class SafetyService:
         if not self.settings.enabled or not text.strip():
             return text, None
         (report,) = await self.scan([text], injection=False)
-        verdict = self.verdict(principal.role, report)
-        if verdict is not None and verdict[0] != "prompt_injection":
-            category, score = verdict
-            await self.record(principal, "output", category, score, "blocked", report["redacted"])
+        category = await self.blocked(principal, "output", report)
+        if category is not None:
             return "", category
-        if rewrite and report["pii"] and self.settings.pii_action != "allow":
+        if rewrite and self.redacts_pii(report):
             return report["redacted"], None
         return text, None
 
@@ -218,14 +228,12 @@ class OutputGuard:
     async def _check_and_release(self) -> str:
         window = self._context()
         (report,) = await self.service.scan([window], injection=False)
-        verdict = self.service.verdict(self.principal.role, report)
-        if verdict is not None and verdict[0] != "prompt_injection":
-            category, score = verdict
-            await self.service.record(self.principal, "output", category, score, "blocked", report["redacted"])
+        category = await self.service.blocked(self.principal, "output", report)
+        if category is not None:
             self.pending = ""
-            raise ContentBlocked(category, self.service._message(category, "output"))
+            raise ContentBlocked(category, self.service.block_message(category, "output"))
         text = self.pending
-        if self.rewrite and report["pii"] and self.service.settings.pii_action != "allow":
+        if self.rewrite and self.service.redacts_pii(report):
             # Redact in the pending part only; spans are relative to the window, so scan the part itself.
             (own,) = await self.service.scan([text], injection=False)
             text = own["redacted"]
