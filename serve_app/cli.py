@@ -110,6 +110,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `eduserve` command. Long on purpose: the argument parser of every subcommand, read top to bottom."""
     parser = argparse.ArgumentParser(prog="eduserve", description=__doc__)
     parser.add_argument("--version", action="version", version=f"eduserve {EDUSERVE_VERSION}")
     commands = parser.add_subparsers(dest="command", required=True)

@@ -136,6 +136,8 @@ def _start_embedded_stores(settings: Settings, env: dict[str, str], started: lis
 
 
 def run_service(config_path: Path, profile: str | None, num_cpus: int | None, ready_timeout_s: float) -> int:
+    """`eduserve run`. Long on purpose: start, wait, serve and stop in the order they happen, with the one
+    try/finally that stops Ray and the embedded stores however it ends."""
     import asyncio
 
     from serve_app.bootstrap import ensure_demo_credentials

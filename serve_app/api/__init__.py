@@ -29,6 +29,9 @@ from serve_app.version import EDUSERVE_VERSION
 
 
 def create_api(state: AppState) -> FastAPI:
+    """The app, assembled in one place (lifespan, routers, middleware, handlers). Long on purpose: the order of
+    middleware and routers is the order requests meet them."""
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await state.startup()

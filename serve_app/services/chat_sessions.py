@@ -107,7 +107,8 @@ class ChatSessions:
         guard: OutputGuard, sources: list[dict[str, Any]] | None = None,
     ) -> AsyncIterator[dict[str, str]]:
         """The turn's events; the last is always `done` or `error`, whatever fails (the model, the safety filter,
-        the database), except when the client has gone (then the partial answer is stored as interrupted)."""
+        the database), except when the client has gone (then the partial answer is stored as interrupted). Long on
+        purpose: one try around the whole stream is what guarantees that last event and the stored answer."""
         parts: list[str] = []
         route = request_trace.headers()
         device = dict(route).get(b"x-eduserve-device", b"").decode() or None
