@@ -52,6 +52,12 @@ async def _budget(state: AppState, scope: str, subject_id: str) -> BudgetOut:
     return budget
 
 
+async def _delete(state: AppState, scope: str, subject_id: str) -> Response:
+    if not await state.budgets.delete(scope, subject_id):
+        raise EduserveError(ErrorCode.NOT_FOUND, "no budget is set")
+    return Response(status_code=204)
+
+
 async def _existing_user(state: AppState, user_id: uuid.UUID) -> str:
     if await state.auth.get_user(str(user_id)) is None:
         raise EduserveError(ErrorCode.NOT_FOUND, "no such user")
@@ -77,9 +83,7 @@ async def get_user_budget(user_id: uuid.UUID, admin: Admin, state: State):
 
 @router.delete("/v2/admin/users/{user_id}/budget", status_code=204, tags=["admin"])
 async def delete_user_budget(user_id: uuid.UUID, admin: Admin, state: State):
-    if not await state.budgets.delete("user", str(user_id)):
-        raise EduserveError(ErrorCode.NOT_FOUND, "no budget is set")
-    return Response(status_code=204)
+    return await _delete(state, "user", str(user_id))
 
 
 @router.put("/v2/admin/api-keys/{key_id}/budget", response_model=BudgetOut, tags=["admin"])
@@ -95,9 +99,7 @@ async def get_key_budget(key_id: uuid.UUID, admin: Admin, state: State):
 
 @router.delete("/v2/admin/api-keys/{key_id}/budget", status_code=204, tags=["admin"])
 async def delete_key_budget(key_id: uuid.UUID, admin: Admin, state: State):
-    if not await state.budgets.delete("api_key", str(key_id)):
-        raise EduserveError(ErrorCode.NOT_FOUND, "no budget is set")
-    return Response(status_code=204)
+    return await _delete(state, "api_key", str(key_id))
 
 
 @router.put("/v2/collections/{name}/budget", response_model=BudgetOut, tags=["documents"])
@@ -115,6 +117,4 @@ async def get_course_budget(name: str, principal: CurrentPrincipal, state: State
 
 @router.delete("/v2/collections/{name}/budget", status_code=204, tags=["documents"])
 async def delete_course_budget(name: str, principal: CurrentPrincipal, state: State):
-    if not await state.budgets.delete("collection", await state.collections.owned_course(principal, name)):
-        raise EduserveError(ErrorCode.NOT_FOUND, "no budget is set")
-    return Response(status_code=204)
+    return await _delete(state, "collection", await state.collections.owned_course(principal, name))
