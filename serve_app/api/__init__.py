@@ -13,7 +13,7 @@ from serve_app.api import health
 from serve_app.api.deps import current_principal
 from serve_app.api.v1 import audio, embeddings, models, moderations, rerank
 from serve_app.api.v1 import chat as chat_v1
-from serve_app.api.v2 import admin, auth, content, documents, usage
+from serve_app.api.v2 import admin, auth, content, documents, profiles, rag, usage
 from serve_app.api.v2 import chat as chat_v2
 from serve_app.errors import install_error_handlers
 from serve_app.middleware import (
@@ -58,7 +58,7 @@ def create_api(state: AppState) -> FastAPI:
     # Everything else needs a JWT or an API key (and counts against the caller's rate limit).
     protected = [Depends(current_principal)]
     for router in (models.router, embeddings.router, rerank.router, chat_v1.router, audio.router,
-                   moderations.router, chat_v2.router, documents.router, content.router):
+                   moderations.router, chat_v2.router, documents.router, rag.router, content.router, profiles.router):
         app.include_router(router, dependencies=protected)
     app.include_router(admin.router)
     app.include_router(usage.router)

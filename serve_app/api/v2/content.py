@@ -1,14 +1,10 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
 from serve_app.api.deps import CurrentPrincipal, State
 from serve_app.protocol.content import (
-    Profile,
-    ProfileOut,
-    ProgressEvent,
-    ProgressSummary,
     SimplifyRequest,
     SimplifyResponse,
     TranslateRequest,
@@ -43,25 +39,3 @@ async def tts(body: TTSRequest, principal: CurrentPrincipal, state: State):
             yield pcm16(audio)
 
     return StreamingResponse(wav(), media_type="audio/wav")
-
-
-@router.get("/v2/profiles/me", response_model=ProfileOut, tags=["profiles"])
-async def read_profile(principal: CurrentPrincipal, state: State):
-    return await state.profiles.get(principal.user_id)
-
-
-@router.put("/v2/profiles/me", response_model=ProfileOut, tags=["profiles"])
-async def write_profile(body: Profile, principal: CurrentPrincipal, state: State):
-    """Reading level (`grade N` or CEFR), preferred language, voice, interests: defaults for the other routes."""
-    return await state.profiles.put(principal.user_id, body.model_dump())
-
-
-@router.post("/v2/profiles/me/progress", status_code=204, tags=["profiles"])
-async def record_progress(body: ProgressEvent, principal: CurrentPrincipal, state: State):
-    await state.profiles.record(principal.user_id, body.model_dump())
-    return Response(status_code=204)
-
-
-@router.get("/v2/profiles/me/progress", response_model=ProgressSummary, tags=["profiles"])
-async def progress(principal: CurrentPrincipal, state: State):
-    return await state.profiles.summary(principal.user_id)

@@ -5,7 +5,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 
 from serve_app.api.deps import CurrentPrincipal, State
 from serve_app.errors import EduserveError, ErrorCode
@@ -17,12 +16,9 @@ from serve_app.protocol.rag import (
     IngestResponse,
     JobOut,
     MemberAdd,
-    SearchRequest,
-    SearchResponse,
 )
 from serve_app.services.chunking import ExtractionError, extract_text
 from serve_app.services.documents import DocumentInput, extraction_error
-from serve_app.services.rag import search_params
 from serve_app.state import AppState
 
 router = APIRouter(tags=["documents"])
@@ -118,14 +114,3 @@ async def delete_document(document_id: str, principal: CurrentPrincipal, state: 
     """Delete a document and its chunks; searches stop returning them at once (cache included)."""
     await state.documents.delete_document(principal, document_id)
     return Response(status_code=204)
-
-
-@router.post("/v2/rag/search", response_model=SearchResponse, tags=["rag"])
-async def search(body: SearchRequest, principal: CurrentPrincipal, state: State):
-    """Dense + full-text search fused by RRF, re-ordered by the Reranker, within readable collections."""
-    try:
-        params = search_params(state.settings.rag, body.query, body.collections, body.top_k, body.mode,
-                               body.rerank, body.ef_search)
-    except ValidationError as exc:  # pragma: no cover - pydantic already validated the body
-        raise EduserveError(ErrorCode.VALIDATION_ERROR, str(exc)) from None
-    return await state.rag.search(principal, params)
