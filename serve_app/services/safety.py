@@ -76,6 +76,22 @@ class SafetyService:
         found = [sentence for paragraph in paragraphs(text) for sentence in sentences(paragraph)]
         return found if len(found) > 1 else []
 
+    async def moderate(self, principal: Principal, texts: list[str]) -> list[dict[str, Any]]:
+        """OpenAI moderation results for `texts`: each category flagged at the caller's role's threshold,
+        personal data flagged when found; nothing is blocked or recorded (the caller asked for a judgement)."""
+        thresholds = self.settings.thresholds[principal.role]
+        results = []
+        for report in await self.scan(texts, injection=True):
+            scores = report["scores"]
+            categories = {CATEGORY_NAMES[c]: scores[c] >= thresholds[c] for c in thresholds}
+            categories[CATEGORY_NAMES["pii"]] = bool(report["pii"])
+            results.append({
+                "flagged": any(categories.values()),
+                "categories": categories,
+                "category_scores": {CATEGORY_NAMES[c]: round(float(v), 4) for c, v in scores.items()},
+            })
+        return results
+
     def verdict(self, role: str, report: dict[str, Any]) -> tuple[str, float] | None:
         """The most severe category over the role's threshold, if any."""
         thresholds = {**self.settings.thresholds.get(role, self.settings.thresholds["student"]), "blocked_term": 1.0}
