@@ -33,7 +33,6 @@ logger = logging.getLogger("ray.serve.eduserve.budgets")
 
 PERIODS = ("minute", "day", "month")
 ADJECTIVE = {"minute": "per-minute", "day": "daily", "month": "monthly"}
-SCOPES = ("api_key", "user", "collection")
 REUSE_S = 1.0  # a counter read from Redis is reused this long ...
 REUSE_BELOW = 0.5  # ... while it is below this fraction of its smallest budget
 # INCRBY only where the counter exists: one Redis lost is seeded again from PostgreSQL, never restarted from 0.

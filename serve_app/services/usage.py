@@ -17,7 +17,7 @@ import time
 import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from serve_app.errors import EduserveError
 from serve_app.settings import UsageSettings
@@ -116,12 +116,12 @@ class UsageMeter:
             self.budgets.charge(caller, consumed.tokens)
 
     def unwritten_tokens(self, user_id: str, api_key: str | None, since: float) -> int:
-        """Tokens this replica counted for a user (and key, when given) since `since` that are not in
-        PostgreSQL yet."""
+        """Tokens this replica counted for a user (and key, when given) since `since` (a budget window's start,
+        always a minute's) that are not in PostgreSQL yet."""
         total = 0
         for rows in (self.buffer, self.writing):
             for (minute, user, key, *_), row in rows.items():
-                if user == user_id and minute >= since - 59 and (api_key is None or key == api_key):
+                if user == user_id and minute >= since and (api_key is None or key == api_key):
                     total += int(row[1] + row[2])
         return total
 
@@ -161,6 +161,3 @@ class UsageMeter:
             self._flusher.cancel()
         if not await self.flush():
             logger.error("replica stopping with usage not written: %d rows", len(self.buffer))
-
-    def stats(self) -> dict[str, Any]:
-        return {"buffered_rows": len(self.buffer)}
