@@ -18,9 +18,9 @@ from ray import serve
 from deployments.batching import BatchStats, apply_batch_settings, run_in_token_budget
 from deployments.common import (
     LoadedBackend,
+    Refusal,
     configure_threads,
     load_chain,
-    refusal,
     select_device,
     set_offline_env,
 )
@@ -163,16 +163,16 @@ class ModelReplica:
         """Hook for deployments whose multiplexed entries are not standalone backends (LLM adapters)."""
         return backend
 
-    async def _select(self) -> tuple[Any, dict[str, Any] | None]:
+    async def _select(self) -> tuple[Any, Refusal | None]:
         """The backend for this request: the deployment's own model, or the multiplexed model the request names
         (Serve's multiplexed model id). A name that is not configured is refused, never loaded."""
         model_id = serve.get_multiplexed_model_id()
         if not model_id:
             if self.backend is None:
-                return None, refusal("model_not_found", "name one of this deployment's models", "model")
+                return None, Refusal("model_not_found", "name one of this deployment's models", "model")
             return self.backend, None
         if self.spec.multiplex is None or model_id not in self.spec.multiplex.models:
-            return None, refusal("model_not_found", f"model {model_id!r} is not served here", "model")
+            return None, Refusal("model_not_found", f"model {model_id!r} is not served here", "model")
         model = await self._get_multiplexed(model_id)
         if self.multiplex is not None and model_id in self.multiplex.loaded:  # most recently used last
             self.multiplex.loaded.remove(model_id)

@@ -318,11 +318,22 @@ def truncate_to_tokens(tokenizer: Any, text: str, max_tokens: int) -> str:
 # --------------------------------------------------------------------------------------------- requests
 
 
-def refusal(code: str, message: str, param: str | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Refusal:
     """What a replica answers for a request it will not serve (a model it does not have, an input it cannot take)
-    instead of raising, which the ingress's router would count against it. `code` is the code string of the
-    ingress's ErrorCode, which the router raises as the API error (`serve_app.routing.refusal`)."""
-    return {"error": {"code": code, "message": message, **({"param": param} if param else {})}}
+    instead of raising, which the ingress's router would count against it; the router raises it as the API error
+    (`serve_app.model_errors`). `code` is the code string of the ingress's ErrorCode, or an HTTP status where the
+    engine's OpenAI layer gave one (vLLM's errors)."""
+
+    code: str | int
+    message: str
+    param: str | None = None
+
+    @classmethod
+    def from_openai(cls, error: Any) -> Refusal:
+        """From an OpenAI error body's `error` (a dict, or vLLM's ErrorInfo): status in `code`."""
+        get = error.get if isinstance(error, dict) else lambda name: getattr(error, name, None)
+        return cls(get("code") or 400, str(get("message") or "rejected"), get("param"))
 
 
 def set_offline_env(offline: bool) -> None:

@@ -11,7 +11,7 @@ from ray import serve
 from deployments.backends.base import EmbeddingBackend
 from deployments.backends.registry import EMBEDDING_BACKENDS
 from deployments.base import ModelReplica
-from deployments.common import InvalidTokens, refusal, text_of_token_ids
+from deployments.common import InvalidTokens, Refusal, text_of_token_ids
 
 
 @serve.deployment
@@ -20,7 +20,7 @@ class Embedder(ModelReplica):
     factories = EMBEDDING_BACKENDS
     backend: EmbeddingBackend
 
-    async def embed(self, texts: list[str | list[int]]) -> dict[str, Any]:
+    async def embed(self, texts: list[str | list[int]]) -> dict[str, Any] | Refusal:
         """Embed one request's inputs with the model it names (Serve's multiplexed model id) or the default one.
         An input may be token ids of that model's vocabulary (as vLLM accepts them). Each text joins the
         replica-wide batch queue on its own, so texts of concurrent requests share passes (a lone request runs at once)."""
@@ -30,7 +30,7 @@ class Embedder(ModelReplica):
         try:
             texts = [t if isinstance(t, str) else text_of_token_ids(backend.tokenizer, t) for t in texts]
         except InvalidTokens as exc:
-            return refusal("bad_request", str(exc), "input")
+            return Refusal("bad_request", str(exc), "input")
         results = await self._submit([(backend, text) for text in texts])
         return {
             "embeddings": np.stack([vector for vector, _ in results]).astype(np.float32, copy=False),

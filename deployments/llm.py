@@ -5,7 +5,7 @@ tools), whole or streamed, on any LLM backend.
 - token-level backends (CTranslate2, transformers) answer through `llm_openai.TokenLevelOpenAI`, their requests
   gathered by `@serve.batch` (a batch that fails is retried one request at a time, so a bad request fails alone).
 
-A request the model cannot take (prompt too long, a feature the engine lacks) is answered {"error": {...}} rather
+A request the model cannot take (prompt too long, a feature the engine lacks) is answered with a Refusal rather
 than raised: a caller's mistake must not look like a replica failure to the GPU/CPU router. Engine failures do
 raise, and `check_health` fails a replica whose engine died, so Serve replaces it.
 
@@ -25,7 +25,7 @@ from ray import serve
 from deployments.backends.llm_base import AdaptersNotSupported, LLMBackend, LoRAAdapter, SamplingParams
 from deployments.backends.registry import LLM_BACKENDS
 from deployments.base import ModelReplica, counted
-from deployments.common import load_chain_async, refusal
+from deployments.common import Refusal, load_chain_async
 from deployments.llm_openai import TokenLevelOpenAI
 from deployments.llm_text import IncrementalDecoder, PromptTooLong, finish_reason, fit_history, usage
 from deployments.metrics import StreamTimer, record_tokens
@@ -114,8 +114,8 @@ class LLM(ModelReplica):
     # ------------------------------------------------------------------ OpenAI requests (/v1)
 
     @counted
-    async def openai(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
-        """A whole chat completion (`kind` chat) or text completion (completion), or {"error": {...}}.
+    async def openai(self, kind: str, body: dict[str, Any]) -> dict[str, Any] | Refusal:
+        """A whole chat completion (`kind` chat) or text completion (completion), or a Refusal.
         A LoRA adapter (the multiplexed model id) is registered with vLLM first, which then resolves `model`."""
         _, error = await self._adapter()
         if error:
@@ -123,12 +123,13 @@ class LLM(ModelReplica):
         self._inject_faults()
         self.generation.requests += 1
         result = await self.openai_layer.openai(kind, body)
-        self._count_usage(result.get("usage"))
+        if not isinstance(result, Refusal):
+            self._count_usage(result.get("usage"))
         return result
 
     @counted
-    async def openai_stream(self, kind: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """Chunks in the OpenAI shape, or one {"error"} item. Closing the stream stops the generation.
+    async def openai_stream(self, kind: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any] | Refusal]:
+        """Chunks in the OpenAI shape, or one Refusal item. Closing the stream stops the generation.
         Usage is always asked of the engine, on every chunk (`continuous_usage_stats`): it is counted here, and the
         ingress counts a stream the client left as far as it got; the ingress drops what the client did not ask."""
         timer, generated = StreamTimer(), 0
@@ -142,7 +143,9 @@ class LLM(ModelReplica):
         chunks = self.openai_layer.openai_stream(kind, {**body, "stream_options": options})
         try:
             async for chunk in chunks:
-                if "usage" in chunk and not chunk.get("choices"):
+                if isinstance(chunk, Refusal):
+                    pass
+                elif "usage" in chunk and not chunk.get("choices"):
                     generated = self._count_usage(chunk["usage"])
                 elif chunk.get("choices"):
                     timer.tokens_arrived()
@@ -175,8 +178,8 @@ class LLM(ModelReplica):
         return prompt, params, list(request.get("stop") or [])
 
     @staticmethod
-    def _error(exc: Exception) -> dict[str, Any]:
-        return refusal("context_length_exceeded", str(exc))
+    def _error(exc: Exception) -> Refusal:
+        return Refusal("context_length_exceeded", str(exc))
 
     async def _wrap_multiplexed(self, model_id: str, backend: Any) -> Any:
         """Multiplexed LLM entries are LoRA adapters served by the base model's engine."""
@@ -186,16 +189,16 @@ class LLM(ModelReplica):
             raise AdaptersNotSupported(f"{model_id}: LoRA adapters need the vLLM engine")
         return await self.backend.load_adapter(model_id, backend)
 
-    async def _adapter(self) -> tuple[Any, dict[str, Any] | None]:
+    async def _adapter(self) -> tuple[Any, Refusal | None]:
         """The LoRA adapter the request names (Serve's multiplexed model id), or None for the base model."""
         try:
             selected, error = await self._select()
         except AdaptersNotSupported as exc:
-            return None, refusal("model_not_found", str(exc), "model")
+            return None, Refusal("model_not_found", str(exc), "model")
         return (None if selected is self.backend else selected), error
 
     @counted
-    async def chat(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def chat(self, request: dict[str, Any]) -> dict[str, Any] | Refusal:
         adapter, error = await self._adapter()
         if error:
             return error
@@ -231,8 +234,8 @@ class LLM(ModelReplica):
         return outputs
 
     @counted
-    async def chat_stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """Yields {"delta": str, "usage"} items (usage so far), then {"finish_reason", "usage"}; or one {"error"}
+    async def chat_stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any] | Refusal]:
+        """Yields {"delta": str, "usage"} items (usage so far), then {"finish_reason", "usage"}; or one Refusal
         item."""
         timer = StreamTimer()
         adapter, error = await self._adapter()

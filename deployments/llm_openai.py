@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deployments.backends.llm_base import SamplingParams, unhonoured_fields
+from deployments.common import Refusal
 from deployments.llm_text import IncrementalDecoder, finish_reason, render_prompt, usage
 
 Generate = Callable[[list[int], SamplingParams], Awaitable[list[int]]]
@@ -34,9 +35,9 @@ class RequestRefused(ValueError):
         self.param = param
 
 
-def error(message: str, param: str | None = None, status: int = 400) -> dict[str, Any]:
-    """An OpenAI error, in the shape vLLM's serving layer answers with (status in `code`)."""
-    return {"error": {"message": message, "type": "BadRequestError", "param": param, "code": status}}
+def error(message: str, param: str | None = None, status: int = 400) -> Refusal:
+    """A refusal with its HTTP status in `code`, as vLLM's serving layer gives its errors."""
+    return Refusal(status, message, param)
 
 
 @dataclass

@@ -10,7 +10,7 @@ from ray import serve
 from deployments.backends.base import RerankBackend
 from deployments.backends.registry import RERANK_BACKENDS
 from deployments.base import ModelReplica
-from deployments.common import truncate_to_tokens
+from deployments.common import Refusal, truncate_to_tokens
 
 
 @serve.deployment
@@ -19,7 +19,7 @@ class Reranker(ModelReplica):
     factories = RERANK_BACKENDS
     backend: RerankBackend
 
-    async def rerank(self, query: str, documents: list[str], max_tokens_per_doc: int | None = None) -> dict[str, Any]:
+    async def rerank(self, query: str, documents: list[str], max_tokens_per_doc: int | None = None) -> dict[str, Any] | Refusal:
         """Scores in the documents' order; pairs from concurrent requests share forward passes. With
         `max_tokens_per_doc`, each document is cut to that many of the model's tokens first (Cohere's v2 API)."""
         backend, error = await self._select()

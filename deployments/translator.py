@@ -9,6 +9,7 @@ from ray import serve
 
 from deployments.backends.registry import TRANSLATION_BACKENDS
 from deployments.base import ModelReplica
+from deployments.common import Refusal
 
 
 @serve.deployment
@@ -16,7 +17,7 @@ class Translator(ModelReplica):
     role = "translator"
     factories = TRANSLATION_BACKENDS
 
-    async def translate(self, texts: list[str]) -> dict[str, Any]:
+    async def translate(self, texts: list[str]) -> dict[str, Any] | Refusal:
         """Each text is translated sentence by sentence (every sentence joins the replica-wide batch) and put
         back together: sentences joined by a space, paragraphs by a blank line."""
         backend, error = await self._select()

@@ -18,7 +18,7 @@ from ray import serve
 from deployments.backends.registry import TTS_BACKENDS
 from deployments.backends.tts_backends import TTSBackend, UnknownVoice
 from deployments.base import ModelReplica, counted
-from deployments.common import refusal
+from deployments.common import Refusal
 
 logger = logging.getLogger("ray.serve.eduserve.tts")
 
@@ -27,8 +27,8 @@ class SynthesisFailed(Exception):
     """The engine raised on one sentence (kept apart from the batch it came in)."""
 
 
-def unprocessable(what: str) -> dict[str, Any]:
-    return refusal("unprocessable_input", f"the TTS engine could not synthesise {what}", "input")
+def unprocessable(what: str) -> Refusal:
+    return Refusal("unprocessable_input", f"the TTS engine could not synthesise {what}", "input")
 
 
 @serve.deployment
@@ -37,18 +37,18 @@ class TTS(ModelReplica):
     factories = TTS_BACKENDS
     backend: TTSBackend
 
-    def _check(self, voice: str | None) -> str | dict[str, Any]:
+    def _check(self, voice: str | None) -> str | Refusal:
         voice = voice or self.backend.default_voice
         if voice not in self.backend.voices:
             available = ", ".join(self.backend.voices)
-            return refusal("unknown_voice", f"voice {voice!r} is not available; available: {available}", "voice")
+            return Refusal("unknown_voice", f"voice {voice!r} is not available; available: {available}", "voice")
         return voice
 
     @counted
-    async def speak(self, text: str, voice: str | None = None, speed: float = 1.0) -> dict[str, Any]:
-        """Whole text → {"audio": float32 array, "sample_rate", "sentences"}, or {"error"}."""
+    async def speak(self, text: str, voice: str | None = None, speed: float = 1.0) -> dict[str, Any] | Refusal:
+        """Whole text → {"audio": float32 array, "sample_rate", "sentences"}, or a Refusal."""
         checked = self._check(voice)
-        if isinstance(checked, dict):
+        if isinstance(checked, Refusal):
             return checked
         sentences = self._split(text)
         if sentences is None:
@@ -62,10 +62,10 @@ class TTS(ModelReplica):
 
     @counted
     async def speak_stream(self, text: str, voice: str | None = None, speed: float = 1.0) -> AsyncIterator[dict]:
-        """{"sample_rate"} first, then {"audio"} per sentence in order; or one {"error"} (first, or where a
+        """{"sample_rate"} first, then {"audio"} per sentence in order; or one Refusal (first, or where a
         sentence failed)."""
         checked = self._check(voice)
-        if isinstance(checked, dict):
+        if isinstance(checked, Refusal):
             yield checked
             return
         sentences = self._split(text)

@@ -1,5 +1,5 @@
 """A model call's failures as the API's errors, in one place: Ray's failure modes (a replica gone, a timeout, back
-pressure, a raise) and a replica's refusal (`deployments.common.refusal`: a model it does not serve, an input it
+pressure, a raise) and a replica's refusal (`deployments.common.Refusal`: a model it does not serve, an input it
 cannot take)."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from typing import Any
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 
+from deployments.common import Refusal
 from serve_app.errors import EduserveError, ErrorCode
 
 UNAVAILABLE = (ActorDiedError, ActorUnavailableError, DeploymentUnavailableError, ReplicaUnavailableError, RayActorError)
@@ -50,11 +51,11 @@ ENGINE_STATUSES = {404: ErrorCode.MODEL_NOT_FOUND, 413: ErrorCode.PAYLOAD_TOO_LA
                    503: ErrorCode.MODEL_UNAVAILABLE}
 
 
-def refusal(role: str, error: dict[str, Any]) -> EduserveError:
-    """The API error for a replica's refusal, `{"error": {"code", "message", "param"?}}`: a replica answers so
-    (rather than raising, which would count against it) for a model it does not serve or an input it cannot take.
-    `code` is an ErrorCode's code string, or the engine's HTTP status (vLLM's OpenAI errors)."""
-    code, message, param = error.get("code"), str(error.get("message") or "rejected"), error.get("param")
+def refusal(role: str, refused: Refusal) -> EduserveError:
+    """The API error for a replica's refusal: a replica answers so (rather than raising, which would count against
+    it) for a model it does not serve or an input it cannot take. `code` is an ErrorCode's code string, or the
+    engine's HTTP status (vLLM's OpenAI errors)."""
+    code, message, param = refused.code, refused.message, refused.param
     if isinstance(code, int):
         if "maximum context length" in message:
             kind = ErrorCode.CONTEXT_LENGTH_EXCEEDED
@@ -70,6 +71,6 @@ def refusal(role: str, error: dict[str, Any]) -> EduserveError:
 
 def checked(role: str, result: Any) -> Any:
     """`result`, unless it is a replica's refusal: then its API error is raised."""
-    if isinstance(result, dict) and isinstance(result.get("error"), dict):
-        raise refusal(role, result["error"])
+    if isinstance(result, Refusal):
+        raise refusal(role, result)
     return result

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from deployments.backends.llm_base import LoRAAdapter, SamplingParams, unhonoured_fields
-from deployments.common import DeviceInfo
+from deployments.common import DeviceInfo, Refusal
 from deployments.spec import BackendSpec
 
 logger = logging.getLogger("ray.serve.eduserve.llm")
@@ -123,10 +123,10 @@ class VLLMBackend:
     # ------------------------------------------------------------------ OpenAI requests
 
     async def openai(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
-        """A whole chat completion or text completion (`kind`: chat | completion), or {"error": {...}} for a
-        request the model cannot take. Engine failures raise: they are the replica's, not the caller's."""
+        """A whole chat completion or text completion (`kind`: chat | completion), or a Refusal for a request the
+        model cannot take. Engine failures raise: they are the replica's, not the caller's."""
         serving, request = self._request(kind, body)
-        if isinstance(request, dict):
+        if isinstance(request, Refusal):
             return request
         try:
             response = await self._create(kind, serving, request)
@@ -138,10 +138,11 @@ class VLLMBackend:
         return response.model_dump()
 
     async def openai_stream(self, kind: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """Chunks as dicts (vLLM's SSE events, parsed), or one {"error"} item. Closing the iterator (the client
+        """Chunks as dicts (vLLM's SSE events, parsed), or one Refusal item (first, or where the engine's stream
+        reported an error). Closing the iterator (the client
         went away) aborts the request in the engine."""
         serving, request = self._request(kind, body)
-        if isinstance(request, dict):
+        if isinstance(request, Refusal):
             yield request
             return
         try:
@@ -150,14 +151,19 @@ class VLLMBackend:
             yield _error(serving, exc)
             return
         if not isinstance(response, AsyncIterator):  # an ErrorResponse
-            yield response.model_dump()
+            yield Refusal.from_openai(response.error)
             return
         try:
             async for event in response:
                 for line in event.splitlines():
                     data = line.removeprefix("data: ").strip()
-                    if line.startswith("data: ") and data and data != "[DONE]":
-                        yield json.loads(data)
+                    if not line.startswith("data: ") or not data or data == "[DONE]":
+                        continue
+                    event = json.loads(data)
+                    if "error" in event:  # vLLM's streaming error event: the stream ends here
+                        yield Refusal.from_openai(event["error"])
+                        return
+                    yield event
         finally:
             await response.aclose()
 
@@ -178,9 +184,9 @@ class VLLMBackend:
         # `prediction`, ...) is refused here instead of answered as if it had not been sent.
         ignored = unhonoured_fields(request.model_extra or {}, ())
         if ignored:
-            return serving, serving.create_error_response(
+            return serving, Refusal.from_openai(serving.create_error_response(
                 f"`{ignored[0]}` is not supported by the vLLM engine serving this model; leave it out",
-                param=ignored[0]).model_dump()
+                param=ignored[0]).error)
         return serving, request
 
     @staticmethod
@@ -247,6 +253,6 @@ def _validation_message(exc: Exception) -> str:
     return "; ".join(parts)
 
 
-def _error(serving: Any, exc: Exception) -> dict[str, Any]:
-    """vLLM's own mapping of an exception to an OpenAI error (status in `code`), as a dict."""
-    return serving.create_error_response(exc).model_dump()
+def _error(serving: Any, exc: Exception) -> Refusal:
+    """vLLM's own mapping of an exception to an OpenAI error (status in `code`), as a refusal."""
+    return Refusal.from_openai(serving.create_error_response(exc).error)

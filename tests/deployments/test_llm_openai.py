@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from deployments.common import Refusal
 from deployments.llm_openai import TokenLevelOpenAI
 from tests.deployments.test_llm_backends import load
 
@@ -62,7 +63,7 @@ async def test_text_completions_from_text_or_token_ids(layer):
     assert from_text["choices"][0]["text"] == from_ids["choices"][0]["text"]
     assert from_text["usage"]["prompt_tokens"] == len(ids)
     out_of_range = await layer.openai("completion", {"prompt": [10**9], "max_tokens": 5})
-    assert out_of_range["error"]["code"] == 400 and out_of_range["error"]["param"] == "prompt"
+    assert (out_of_range.code, out_of_range.param) == (400, "prompt")
 
 
 @pytest.mark.parametrize(("field", "value"), [
@@ -81,8 +82,8 @@ async def test_text_completions_from_text_or_token_ids(layer):
 async def test_what_it_cannot_honour_is_refused_with_a_400(layer, field, value):
     body = {"messages": QUESTION, "max_tokens": 5, field: value}
     for answer in (await layer.openai("chat", body), [c async for c in layer.openai_stream("chat", body)][0]):
-        assert answer["error"]["code"] == 400 and answer["error"]["param"] == field
-        assert "vLLM" in answer["error"]["message"]
+        assert isinstance(answer, Refusal) and (answer.code, answer.param) == (400, field)
+        assert "vLLM" in answer.message
 
 
 async def test_inert_values_and_neutral_fields_are_accepted(layer):
@@ -97,9 +98,9 @@ async def test_tool_turns_and_long_prompts_are_refused(layer):
         {"id": "1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
                  {"role": "tool", "tool_call_id": "1", "content": "x"}]
     refused = await layer.openai("chat", {"messages": tool_turn, "max_tokens": 5})
-    assert refused["error"]["param"] == "messages[1]"
+    assert refused.param == "messages[1]"
     too_long = await layer.openai("chat", {"messages": [{"role": "user", "content": "cat " * 9000}],
                                            "max_tokens": 5})
-    assert "maximum context length is 8192" in too_long["error"]["message"]
+    assert "maximum context length is 8192" in too_long.message
     greedy_many = await layer.openai("chat", {"messages": QUESTION, "n": 2, "temperature": 0})
-    assert greedy_many["error"]["param"] == "n"
+    assert greedy_many.param == "n"
