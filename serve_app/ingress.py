@@ -10,7 +10,6 @@ from ray.serve.handle import DeploymentHandle
 
 from serve_app.api import create_api
 from serve_app.settings import Settings
-from serve_app.state import AppState
 
 
 @serve.deployment
@@ -18,8 +17,9 @@ from serve_app.state import AppState
 class Ingress:
     def __init__(self, settings: Settings, handles: dict[str, dict[str, DeploymentHandle]]):
         logging.getLogger("ray.serve.eduserve").setLevel(settings.log_level)
-        self.state = AppState(settings, handles)
+        self.settings, self.handles = settings, handles
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        # Serve calls this after __init__, in the replica: the app and its state never cross a process boundary.
-        return create_api(self.state)
+        # Serve calls this after __init__, in the replica: the app and its state never cross a process boundary;
+        # the state is built when the app starts (its lifespan), once storage is open.
+        return create_api(self.settings, self.handles)

@@ -1,9 +1,11 @@
-"""What the ingress replica holds: settings, the model catalog, one ModelRouter per role, storage, the services."""
+"""What the ingress replica holds once it has started: settings, the model catalog, one ModelRouter per role,
+storage and the services, built together by `AppState.build` once storage is open (the app's lifespan calls it)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 from ray.serve.handle import DeploymentHandle
@@ -20,6 +22,7 @@ from serve_app.services.chat import ChatService
 from serve_app.services.chat_sessions import ChatSessions
 from serve_app.services.chat_store import ChatStore
 from serve_app.services.collections import CollectionService
+from serve_app.services.completions import CompletionService
 from serve_app.services.content import ContentService, TranslatorClient
 from serve_app.services.documents import DocumentService
 from serve_app.services.embeddings import EmbeddingService
@@ -51,99 +54,116 @@ def _alive_ray_nodes() -> int:
     return sum(1 for node in ray.nodes() if node.get("Alive")) if ray.is_initialized() else 1
 
 
-class AppState:
-    def __init__(self, settings: Settings, handles: dict[str, dict[str, DeploymentHandle]]):
-        self.settings = settings
-        self.catalog = ModelCatalog(settings.models.roles())
-        breakers = make_breakers()
-        self.routers: dict[str, ModelRouter] = {}
-        for role, config in settings.models.roles().items():
-            fallback = Target(config.fallback, handles[role]["fallback"]) if config.fallback else None
-            self.routers[role] = ModelRouter(
-                role,
-                Target(config.primary, handles[role]["primary"]),
-                fallback,
-                config.routing,
-                settings.ingress.model_call_timeout_s,
-                breakers,
-            )
-        # Counts from the first request; budgets and the writes to PostgreSQL start with storage, in `startup`.
-        self.usage = UsageMeter(settings.usage)
-        self.embeddings = EmbeddingService(self.routers["embedder"], self.catalog, settings.limits, settings.ingress,
-                                           self.usage)
-        self.rerank = RerankService(self.routers["reranker"], self.catalog, settings.limits, self.usage)
-        self.chat = ChatService(self.routers["llm"], self.catalog, settings.chat, self.usage)
-        secret = settings.auth.jwt_secret.get_secret_value() if settings.auth.jwt_secret else None
-        self.tokens = TokenService(settings.auth, secret)
-        # Storage is opened in `startup` (it may have to start embedded servers): set there.
-        self.db: Database
-        self.redis: RedisLink
-        self.cache: TieredCache
-        self.limiter: RateLimiter
-        self.budgets: BudgetService
-        self.usage_reports: UsageReports
-        self.auth: AuthService
-        self.invalidations: Invalidations
-        self.chat_store: ChatStore
-        self.sessions: ChatSessions
-        self.collections: CollectionService
-        self.documents: DocumentService
-        self.rag: RagService
-        self.safety: SafetyService
-        self.profiles: ProfileService
-        self.content: ContentService
-        self.status: ModelStatus
-        self.supervisor: StoreSupervisor | None = None  # of the embedded stores, when this replica started them
-        self._gauges: asyncio.Task | None = None
+@dataclass
+class Stores:
+    db: Database
+    redis: RedisLink
+    supervisor: StoreSupervisor | None  # of the embedded stores, when this replica started them
 
-    async def startup(self) -> None:
-        database_url, redis_url = (url.get_secret_value() if url is not None else None
-                                   for url in (self.settings.database_url, self.settings.redis_url))
-        storage = self.settings.storage
-        if database_url is None or redis_url is None:
-            # Plain `serve run` without DATABASE_URL/REDIS_URL: start (or reuse) the embedded servers here, and
-            # keep them running.
-            refuse_beyond_one_machine(self.settings.ingress.num_replicas, _alive_ray_nodes(),
-                                      self.settings.unset_store_urls)
-            data_dir = self.settings.data_dir
-            embedded: list[Any] = []
-            if database_url is None:
-                embedded.append(EmbeddedPostgres(data_dir))
-                database_url = await asyncio.to_thread(embedded[-1].start)
-            if redis_url is None:
-                embedded.append(EmbeddedRedis(data_dir))
-                redis_url = await asyncio.to_thread(embedded[-1].start)
-            self.supervisor = StoreSupervisor(embedded, storage.supervise_interval_s)
-            self.supervisor.start()
-        self.db = Database(database_url, storage)
-        self.redis = RedisLink(redis_url, storage)
-        self.cache = TieredCache(self.redis, storage, "cache")
-        self.limiter = RateLimiter(self.redis, self.settings.rate_limits.enabled)
-        self.budgets = BudgetService(self.db, self.redis, self.usage, self.settings.usage)
-        self.usage.open(self.db, self.budgets)
-        self.usage_reports = UsageReports(self.db, self.usage)
-        self.invalidations = Invalidations(self.redis, PrincipalCache(self.settings.auth.principal_cache_ttl_s))
-        self.invalidations.start()
-        self.auth = AuthService(self.db, self.tokens, TieredCache(self.redis, storage, "revoked-jti"), self.settings.auth,
-                                self.invalidations)
-        # Session context changes on every turn and any replica may serve the next one: keep L1 copies short.
-        session_cache = TieredCache(self.redis, storage, "chat-session", l1_ttl_s=2.0)
-        self.collections = CollectionService(self.db)
-        self.documents = DocumentService(self.db, self.collections, self.embeddings, self.settings.rag)
-        self.rag = RagService(self.db, TieredCache(self.redis, storage, "rag-search"), self.collections,
-                              self.embeddings, self.rerank, self.settings.rag)
-        self.safety = SafetyService(self.routers["safety"], self.db, self.settings.safety)
-        self.profiles = ProfileService(self.db, TieredCache(self.redis, storage, "profile", l1_ttl_s=2.0))
+
+async def open_stores(settings: Settings) -> Stores:
+    """PostgreSQL and Redis at their URLs; without them (plain `serve run`, one machine) the embedded servers,
+    started (or reused) here and kept running. The database is connected later, in `AppState.build`."""
+    database_url, redis_url = (url.get_secret_value() if url is not None else None
+                               for url in (settings.database_url, settings.redis_url))
+    supervisor = None
+    if database_url is None or redis_url is None:
+        refuse_beyond_one_machine(settings.ingress.num_replicas, _alive_ray_nodes(), settings.unset_store_urls)
+        embedded: list[Any] = []
+        if database_url is None:
+            embedded.append(EmbeddedPostgres(settings.data_dir))
+            database_url = await asyncio.to_thread(embedded[-1].start)
+        if redis_url is None:
+            embedded.append(EmbeddedRedis(settings.data_dir))
+            redis_url = await asyncio.to_thread(embedded[-1].start)
+        supervisor = StoreSupervisor(embedded, settings.storage.supervise_interval_s)
+        supervisor.start()
+    return Stores(Database(database_url, settings.storage), RedisLink(redis_url, settings.storage), supervisor)
+
+
+def build_routers(settings: Settings, handles: dict[str, dict[str, DeploymentHandle]]) -> dict[str, ModelRouter]:
+    """One ModelRouter per role over its primary and fallback deployments, sharing the breakers."""
+    breakers = make_breakers()
+    routers: dict[str, ModelRouter] = {}
+    for role, config in settings.models.roles().items():
+        fallback = Target(config.fallback, handles[role]["fallback"]) if config.fallback else None
+        routers[role] = ModelRouter(role, Target(config.primary, handles[role]["primary"]), fallback,
+                                    config.routing, settings.ingress.model_call_timeout_s, breakers)
+    return routers
+
+
+@dataclass(eq=False)
+class AppState:
+    settings: Settings
+    catalog: ModelCatalog
+    routers: dict[str, ModelRouter]
+    db: Database
+    redis: RedisLink
+    supervisor: StoreSupervisor | None
+    tokens: TokenService
+    usage: UsageMeter
+    budgets: BudgetService
+    usage_reports: UsageReports
+    limiter: RateLimiter
+    invalidations: Invalidations
+    auth: AuthService
+    embeddings: EmbeddingService
+    rerank: RerankService
+    chat: ChatService
+    completions: CompletionService
+    safety: SafetyService
+    profiles: ProfileService
+    content: ContentService
+    collections: CollectionService
+    documents: DocumentService
+    rag: RagService
+    chat_store: ChatStore
+    sessions: ChatSessions
+    status: ModelStatus
+    _gauges: asyncio.Task | None = field(default=None, repr=False)
+
+    @classmethod
+    async def build(cls, settings: Settings, handles: dict[str, dict[str, DeploymentHandle]]) -> AppState:
+        """Storage first (it may start the embedded servers), then every service once, each after what it uses.
+        Long on purpose: the whole wiring of the ingress in one screen."""
+        stores = await open_stores(settings)
+        db, redis, storage = stores.db, stores.redis, settings.storage
+        catalog, routers = ModelCatalog(settings.models.roles()), build_routers(settings, handles)
+        usage = UsageMeter(settings.usage)
+        budgets = BudgetService(db, redis, usage, settings.usage)
+        usage.open(db, budgets)
+        secret = settings.auth.jwt_secret.get_secret_value() if settings.auth.jwt_secret else None
+        tokens = TokenService(settings.auth, secret)
+        invalidations = Invalidations(redis, PrincipalCache(settings.auth.principal_cache_ttl_s))
+        auth = AuthService(db, tokens, TieredCache(redis, storage, "revoked-jti"), settings.auth, invalidations)
+        embeddings = EmbeddingService(routers["embedder"], catalog, settings.limits, settings.ingress, usage)
+        rerank = RerankService(routers["reranker"], catalog, settings.limits, usage)
+        chat = ChatService(routers["llm"], catalog, settings.chat, usage)
+        safety = SafetyService(routers["safety"], db, settings.safety)
+        profiles = ProfileService(db, TieredCache(redis, storage, "profile", l1_ttl_s=2.0))
         translator = None
-        if "translator" in self.routers:
-            translator = TranslatorClient(self.routers["translator"], self.catalog.multiplexed_of("translator"),
-                                          self.usage)
-        self.content = ContentService(self.chat, self.safety, self.profiles, self.routers["tts"],
-                                      self.settings.content, self.usage, translator)
-        self.chat_store = ChatStore(self.db, session_cache, self.settings.chat)
-        self.sessions = ChatSessions(self.chat_store, self.chat, self.rag, self.safety, self.profiles, self.settings)
-        self.status = ModelStatus(self.routers, self.catalog, self.embeddings, (self.db, self.redis),
-                                  self.settings.ingress.readiness_timeout_s)
+        if "translator" in routers:
+            translator = TranslatorClient(routers["translator"], catalog.multiplexed_of("translator"), usage)
+        collections = CollectionService(db)
+        rag = RagService(db, TieredCache(redis, storage, "rag-search"), collections, embeddings, rerank, settings.rag)
+        # Session context changes on every turn and any replica may serve the next one: keep L1 copies short.
+        chat_store = ChatStore(db, TieredCache(redis, storage, "chat-session", l1_ttl_s=2.0), settings.chat)
+        state = cls(
+            settings=settings, catalog=catalog, routers=routers, db=db, redis=redis, supervisor=stores.supervisor,
+            tokens=tokens, usage=usage, budgets=budgets, usage_reports=UsageReports(db, usage),
+            limiter=RateLimiter(redis, settings.rate_limits.enabled), invalidations=invalidations, auth=auth,
+            embeddings=embeddings, rerank=rerank, chat=chat, completions=CompletionService(chat, safety, catalog),
+            safety=safety, profiles=profiles,
+            content=ContentService(chat, safety, profiles, routers["tts"], settings.content, usage, translator),
+            collections=collections, documents=DocumentService(db, collections, embeddings, settings.rag), rag=rag,
+            chat_store=chat_store, sessions=ChatSessions(chat_store, chat, rag, safety, profiles, settings),
+            status=ModelStatus(routers, catalog, embeddings, (db, redis), settings.ingress.readiness_timeout_s),
+        )
+        await state._start()
+        return state
+
+    async def _start(self) -> None:
+        self.invalidations.start()
         if not await self.db.open():  # not fatal: requests that need it get 503 until it is back
             logger.error("starting without the database: %s", self.db.last_error)
         self._gauges = asyncio.create_task(self._report_gauges(), name="state-gauges")

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 from fastapi_offline import FastAPIOffline
+from ray.serve.handle import DeploymentHandle
 from starlette.middleware.cors import CORSMiddleware
 
 from serve_app.api import health
@@ -24,17 +25,19 @@ from serve_app.middleware import (
     SecurityHeadersMiddleware,
 )
 from serve_app.protocol.common import ERROR_RESPONSES
+from serve_app.settings import Settings
 from serve_app.state import AppState
 from serve_app.version import EDUSERVE_VERSION
 
 
-def create_api(state: AppState) -> FastAPI:
+def create_api(settings: Settings, handles: dict[str, dict[str, DeploymentHandle]]) -> FastAPI:
     """The app, assembled in one place (lifespan, routers, middleware, handlers). Long on purpose: the order of
     middleware and routers is the order requests meet them."""
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await state.startup()
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = await AppState.build(settings, handles)  # storage opened, every service built
+        app.state.eduserve = state
         try:
             yield
         finally:
@@ -49,7 +52,6 @@ def create_api(state: AppState) -> FastAPI:
         responses=ERROR_RESPONSES,
         static_url=DOCS_ASSETS,
     )
-    app.state.eduserve = state
     install_error_handlers(app)
 
     # Public: health, docs, and the auth entry points (each rate limited per IP).
@@ -63,7 +65,7 @@ def create_api(state: AppState) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(usage.router)
 
-    http = state.settings.http
+    http = settings.http
     if http.cors_allow_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -73,9 +75,9 @@ def create_api(state: AppState) -> FastAPI:
             expose_headers=["X-Request-ID", "X-Eduserve-Device", "Retry-After"],
         )
     # An upload carries up to one document's worth of files (the route checks each file), plus multipart framing.
-    upload_limit = state.settings.rag.max_document_bytes + 1024 * 1024
-    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=state.settings.limits.max_body_bytes,
-                       path_limits={"/v2/documents/upload": max(upload_limit, state.settings.limits.max_body_bytes)})
+    upload_limit = settings.rag.max_document_bytes + 1024 * 1024
+    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.limits.max_body_bytes,
+                       path_limits={"/v2/documents/upload": max(upload_limit, settings.limits.max_body_bytes)})
     app.add_middleware(NulInUrlMiddleware)
     app.add_middleware(SecurityHeadersMiddleware, hsts_max_age_s=http.hsts_max_age_s,
                        trust_forwarded_proto=http.trust_forwarded_proto)

@@ -14,9 +14,8 @@ from sse_starlette import EventSourceResponse
 
 from serve_app.api.deps import CurrentPrincipal, State
 from serve_app.errors import EduserveError, ErrorCode, error_body
-from serve_app.protocol.chat import ChatCompletionRequest, CompletionRequest, GenerationRequest
-from serve_app.security.principal import Principal
-from serve_app.state import AppState
+from serve_app.protocol.chat import ChatCompletionRequest, CompletionRequest
+from serve_app.services.completions import CompletionStream
 
 router = APIRouter(tags=["openai"])
 logger = logging.getLogger("ray.serve.eduserve.chat")
@@ -31,40 +30,20 @@ async def create_chat_completion(request: ChatCompletionRequest, principal: Curr
     json_schema), logprobs, `n`, penalties, `seed`, `stop`, usage, as vLLM serves them. A chat without a system
     message gets the service's tutor system prompt. User messages pass the safety pipeline (a block is a 400
     naming the category); a choice the pipeline stops ends with `finish_reason: content_filter`, as OpenAI's do."""
-    body = request.model_dump(exclude_unset=True, by_alias=True)
-    checked = await state.safety.check_inputs(principal, [m.text() for m in request.messages if m.role == "user"])
-    users = iter(checked)
-    body["messages"] = [{**message, "content": next(users)} if message["role"] == "user" else message
-                        for message in body["messages"]]
-    return await _generate(state, principal, "chat", request, body)
+    return _answer(await state.completions.chat_completion(principal, request))
 
 
 @router.post("/v1/completions", responses=STREAMED)
 async def create_completion(request: CompletionRequest, principal: CurrentPrincipal, state: State):
     """OpenAI (legacy) text completions, whole or streamed: the prompt (text, texts or token ids) is continued as
     is, without a chat template. Text prompts pass the safety pipeline."""
-    body = request.model_dump(exclude_unset=True)
-    texts = request.texts()
-    if texts:
-        checked = iter(await state.safety.check_inputs(principal, texts))
-        prompt = body["prompt"]
-        body["prompt"] = next(checked) if isinstance(prompt, str) else [
-            next(checked) if isinstance(item, str) else item for item in prompt]
-    return await _generate(state, principal, "completion", request, body)
+    return _answer(await state.completions.completion(principal, request))
 
 
-async def _generate(state: AppState, principal: Principal, kind: str, request: GenerationRequest,
-                    body: dict[str, Any]):
-    served = state.catalog.resolve("llm", request.model)
-    body = state.chat.openai_body(kind, body, request.texts(), served.name, request.token_limit())
-    rewrite = not request.constrained()  # a JSON answer is checked, never redacted into invalid JSON
-    if not request.stream:
-        answer = await state.chat.openai(kind, body, served.multiplexed_id)
-        return JSONResponse(await state.safety.check_choices(principal, kind, answer, rewrite))
-    chunks = await state.chat.openai_stream(kind, body, served.multiplexed_id)
-    prompts = len(request.prompts()) if isinstance(request, CompletionRequest) else 1
-    guarded = state.safety.choices_guard(principal, kind, prompts * request.n, rewrite).stream(chunks)
-    return EventSourceResponse(_events(guarded, chunks), ping=15)
+def _answer(result: dict[str, Any] | CompletionStream):
+    if isinstance(result, CompletionStream):
+        return EventSourceResponse(_events(result.chunks, result.source), ping=15)
+    return JSONResponse(result)
 
 
 async def _events(chunks: AsyncIterator[dict[str, Any]], source: AsyncIterator[Any]) -> AsyncIterator[dict[str, str]]:

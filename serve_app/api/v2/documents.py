@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
@@ -17,12 +16,11 @@ from serve_app.protocol.rag import (
     JobOut,
     MemberAdd,
 )
-from serve_app.services.chunking import ExtractionError, extract_text
-from serve_app.services.documents import DocumentInput, extraction_error
+from serve_app.services.documents import DocumentInput
+from serve_app.services.uploads import document_from_upload
 from serve_app.state import AppState
 
 router = APIRouter(tags=["documents"])
-UPLOAD_TYPES = {".pdf": "application/pdf", ".md": "text/markdown", ".markdown": "text/markdown", ".txt": "text/plain"}
 
 
 @router.post("/v2/collections", status_code=201, response_model=CollectionOut)
@@ -73,23 +71,9 @@ async def upload_documents(principal: CurrentPrincipal, state: State,
                            collection: Annotated[str, Form()], files: Annotated[list[UploadFile], File()],
                            wait: Annotated[bool, Query()] = True):
     """Upload PDF, Markdown or text files (multipart)."""
-    documents = []
     limit = state.settings.rag.max_document_bytes
-    for upload in files:
-        name = upload.filename or "document"
-        suffix = "." + name.rsplit(".", 1)[-1].lower() if "." in name else ""
-        mime_type = UPLOAD_TYPES.get(suffix) or upload.content_type or ""
-        if mime_type not in UPLOAD_TYPES.values():
-            raise EduserveError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, f"{name}: upload .pdf, .md or .txt files")
-        data = await upload.read(limit + 1)
-        if len(data) > limit:
-            raise EduserveError(ErrorCode.PAYLOAD_TOO_LARGE, f"{name}: larger than {limit} bytes")
-        try:
-            text = await asyncio.to_thread(extract_text, data, mime_type)  # a big PDF takes seconds
-        except ExtractionError as exc:
-            raise extraction_error(exc) from None
-        title = name.rsplit(".", 1)[0] if "." in name else name
-        documents.append(DocumentInput(title, text, mime_type, source=name))
+    documents = [await document_from_upload(upload.filename, upload.content_type, upload.read, limit)
+                 for upload in files]
     return await _ingest(state, principal, collection, documents, wait)
 
 
