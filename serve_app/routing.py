@@ -18,8 +18,9 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from purgatory import AsyncCircuitBreakerFactory
@@ -43,6 +44,18 @@ class Target:
 
     spec: DeploymentSpec
     handle: DeploymentHandle
+    _variants: dict[tuple[str | None, bool], DeploymentHandle] = field(default_factory=dict, repr=False)
+
+    def handle_for(self, model_id: str | None = None, stream: bool = False) -> DeploymentHandle:
+        """The handle with these options, made once: `.options()` builds a new handle on every call. The model ids
+        are the catalog's (a bounded set)."""
+        key = (model_id, stream)
+        if key not in self._variants:
+            options: dict[str, Any] = {"multiplexed_model_id": model_id} if model_id else {}
+            if stream:
+                options["stream"] = True
+            self._variants[key] = self.handle.options(**options) if options else self.handle
+        return self._variants[key]
 
     @property
     def name(self) -> str:
@@ -51,6 +64,74 @@ class Target:
     @property
     def tier(self) -> str:
         return self.spec.tier
+
+
+class PrimaryHealth:
+    """Whether a role's primary should take the next call: its circuit breaker (faults), its calls in flight
+    (saturation) and, where the policy asks, a background probe of whether it runs on the device it asked for."""
+
+    def __init__(self, role: str, primary: Target, fallback: Target | None, policy: RoutingPolicy,
+                 breakers: AsyncCircuitBreakerFactory):
+        self.role, self.primary, self.fallback, self.policy, self.breakers = role, primary, fallback, policy, breakers
+        self.inflight = 0
+        self.degraded: bool | None = None
+        self._probed_at = 0.0
+        self._probe: asyncio.Task | None = None
+
+    @contextmanager
+    def in_flight(self) -> Iterator[None]:
+        self.inflight += 1
+        try:
+            yield
+        finally:
+            self.inflight -= 1
+
+    async def breaker(self):
+        return await self.breakers.get_breaker(
+            self.primary.name, threshold=self.policy.breaker_failure_threshold, ttl=self.policy.breaker_reset_s
+        )
+
+    def fallback_reason(self, exc: BaseException) -> str:
+        if isinstance(exc, OpenedState):
+            return "breaker_open"
+        if isinstance(exc, BackPressureError):
+            return "saturated"
+        logger.warning("%s primary %s failed (%s); using %s", self.role, self.primary.name, type(exc).__name__,
+                       self.fallback.name if self.fallback else "nothing")
+        return "fault"
+
+    def reason_to_skip(self) -> str | None:
+        if self.policy.degraded_primary_is_unavailable:
+            self._maybe_probe()
+            if self.degraded:
+                return "primary_degraded"
+        limit = self.policy.primary_max_inflight
+        if limit is not None and self.inflight >= limit:
+            return "saturated"
+        return None
+
+    def _maybe_probe(self) -> None:
+        """Refresh, in the background, whether the primary's replica runs on the device it asked for."""
+        now = time.monotonic()
+        if self._probe is not None and not self._probe.done():
+            return
+        if now - self._probed_at < self.policy.health_probe_period_s and self._probed_at:
+            return
+        self._probed_at = now
+        self._probe = asyncio.get_running_loop().create_task(self._probe_primary())
+
+    async def _probe_primary(self) -> None:
+        try:
+            info = await _call(self.primary, "info", (), {}, 10.0)
+        except Exception as exc:  # an unreachable primary is the breaker's business, not the probe's
+            logger.debug("%s primary probe failed: %s", self.role, exc)
+            return
+        degraded = bool(info.get("device", {}).get("degraded_reason"))
+        if degraded and not self.degraded:
+            logger.warning("%s primary %s runs without its GPU (%s); routing to %s", self.role,
+                           self.primary.name, info["device"]["degraded_reason"],
+                           self.fallback.name if self.fallback else "it anyway")
+        self.degraded = degraded
 
 
 class ModelRouter:
@@ -68,12 +149,8 @@ class ModelRouter:
         self.fallback = fallback
         self.policy = policy
         self.call_timeout_s = call_timeout_s
-        self.breakers = breakers
-        self.inflight = 0
+        self.health = PrimaryHealth(role, primary, fallback, policy, breakers)
         self.counts: Counter[str] = Counter()
-        self.primary_degraded: bool | None = None
-        self._probed_at = 0.0
-        self._probe: asyncio.Task | None = None
 
     # ------------------------------------------------------------------ plain calls
 
@@ -85,11 +162,8 @@ class ModelRouter:
         kwargs = {**kwargs, "_model_id": multiplexed_model_id}
 
         async def on_primary() -> Any:
-            self.inflight += 1
-            try:
+            with self.health.in_flight():
                 return await _call(self.primary, method, args, kwargs, self.policy.primary_timeout_s)
-            finally:
-                self.inflight -= 1
 
         answered, result, target = await self._primary_first(on_primary)
         if not answered:
@@ -116,7 +190,7 @@ class ModelRouter:
     async def stream(self, method: str, *args: Any, multiplexed_model_id: str | None = None,
                      **kwargs: Any) -> AsyncIterator[Any]:
         """Stream from the primary; fall back only if it fails before yielding its first chunk. A refusal (the
-        replica's `{"error"}` item) is raised as its API error, first chunk or later."""
+        replica's Refusal) is raised as its API error, first chunk or later."""
         kwargs = {**kwargs, "_model_id": multiplexed_model_id}
 
         async def on_primary() -> tuple[Any, Any]:
@@ -154,11 +228,11 @@ class ModelRouter:
         if self.fallback is None:
             self._record(self.primary, "primary")
             return False, None, self.primary
-        reason = self._reason_to_skip_primary()
+        reason = self.health.reason_to_skip()
         if reason is None:
             rejected: RayTaskError | None = None
             try:
-                async with await self._breaker():
+                async with await self.health.breaker():
                     try:
                         result = await on_primary()
                     except RayTaskError as exc:
@@ -166,7 +240,7 @@ class ModelRouter:
                             raise
                         rejected = exc  # the input's fault: not the breaker's business
             except (OpenedState, BackPressureError, *PRIMARY_FAULTS) as exc:
-                reason = self._fallback_reason(exc)
+                reason = self.health.fallback_reason(exc)
             else:
                 self._record(self.primary, "primary")
                 if rejected is not None:
@@ -177,61 +251,18 @@ class ModelRouter:
 
     # ------------------------------------------------------------------ state
 
-    async def _breaker(self):
-        return await self.breakers.get_breaker(
-            self.primary.name, threshold=self.policy.breaker_failure_threshold, ttl=self.policy.breaker_reset_s
-        )
-
-    def _fallback_reason(self, exc: BaseException) -> str:
-        if isinstance(exc, OpenedState):
-            return "breaker_open"
-        if isinstance(exc, BackPressureError):
-            return "saturated"
-        logger.warning("%s primary %s failed (%s); using %s", self.role, self.primary.name, type(exc).__name__,
-                       self.fallback.name if self.fallback else "nothing")
-        return "fault"
-
-    def _reason_to_skip_primary(self) -> str | None:
-        if self.policy.degraded_primary_is_unavailable:
-            self._maybe_probe_primary()
-            if self.primary_degraded:
-                return "primary_degraded"
-        limit = self.policy.primary_max_inflight
-        if limit is not None and self.inflight >= limit:
-            return "saturated"
-        return None
-
-    def _maybe_probe_primary(self) -> None:
-        """Refresh, in the background, whether the primary's replica runs on the device it asked for."""
-        now = time.monotonic()
-        if self._probe is not None and not self._probe.done():
-            return
-        if now - self._probed_at < self.policy.health_probe_period_s and self._probed_at:
-            return
-        self._probed_at = now
-        self._probe = asyncio.get_running_loop().create_task(self._probe_primary())
-
-    async def _probe_primary(self) -> None:
-        try:
-            info = await _call(self.primary, "info", (), {}, 10.0)
-        except Exception as exc:  # an unreachable primary is the breaker's business, not the probe's
-            logger.debug("%s primary probe failed: %s", self.role, exc)
-            return
-        degraded = bool(info.get("device", {}).get("degraded_reason"))
-        if degraded and not self.primary_degraded:
-            logger.warning("%s primary %s runs without its GPU (%s); routing to %s", self.role,
-                           self.primary.name, info["device"]["degraded_reason"],
-                           self.fallback.name if self.fallback else "it anyway")
-        self.primary_degraded = degraded
-
     def _record(self, target: Target, reason: str) -> None:
         self.counts[reason] += 1
         request_trace.record(self.role, target.tier, target.name)
         metrics.record_route(self.role, target.tier, reason)
 
+    @property
+    def primary_degraded(self) -> bool | None:
+        return self.health.degraded
+
     async def breaker_state(self) -> str | None:
         """closed, opened or half-opened; None for a role without a fallback (it has no breaker)."""
-        return (await self._breaker()).context.state if self.fallback is not None else None
+        return (await self.health.breaker()).context.state if self.fallback is not None else None
 
     async def status(self) -> dict[str, Any]:
         breaker = await self.breaker_state()
@@ -239,19 +270,17 @@ class ModelRouter:
             "primary": self.primary.name,
             "fallback": self.fallback.name if self.fallback else None,
             "breaker": breaker,
-            "primary_degraded": self.primary_degraded,
-            "inflight_primary": self.inflight,
+            "primary_degraded": self.health.degraded,
+            "inflight_primary": self.health.inflight,
             "counts": dict(self.counts),
         }
 
 
-def _handle(target: Target, kwargs: dict[str, Any], **options: Any) -> tuple[Any, dict[str, Any]]:
+def _handle(target: Target, kwargs: dict[str, Any], stream: bool = False) -> tuple[Any, dict[str, Any]]:
     """The handle (with the multiplexed model id, when one is given) and the method's own kwargs."""
     kwargs = dict(kwargs)
     model_id = kwargs.pop("_model_id", None)
-    if model_id:
-        options["multiplexed_model_id"] = model_id
-    return (target.handle.options(**options) if options else target.handle), kwargs
+    return target.handle_for(model_id, stream), kwargs
 
 
 async def _call(target: Target, method: str, args, kwargs, timeout_s: float) -> Any:

@@ -115,16 +115,17 @@ class TranslatorClient:
 
 
 class ContentService:
-    def __init__(self, chat: ChatService, safety: SafetyService, profiles: ProfileService, tts: ModelRouter,
-                 settings: ContentSettings, meter: UsageMeter, translator: TranslatorClient | None = None):
+    def __init__(self, chat: ChatService, safety: SafetyService, profiles: ProfileService, tts_router: ModelRouter,
+                 tts_model: str, settings: ContentSettings, meter: UsageMeter,
+                 translator: TranslatorClient | None = None):
         self.chat = chat
         self.safety = safety
         self.profiles = profiles
-        self.tts = tts
+        self.tts_router = tts_router
         self.settings = settings
         self.meter = meter
         self.translator = translator
-        self.tts_model = chat.catalog.resolve("tts", None).name
+        self.tts_model = tts_model  # the served name usage is counted under
 
     async def _generate(self, principal: Principal, instruction: str, text: str, tokens_per_word: int) -> str:
         """The LLM's rewrite of `text`, piece by piece (pieces run concurrently and are batched by the LLM
@@ -189,14 +190,14 @@ class ContentService:
 
     async def speech(self, principal: Principal, text: str, voice: str | None, speed: float) -> dict[str, Any]:
         text = await self.safety.check_input(principal, text)
-        result = await self.tts.call("speak", text, await self.voice_for(principal, voice), speed)
+        result = await self.tts_router.call("speak", text, await self.voice_for(principal, voice), speed)
         self.meter.record(self.tts_model, "speech", Consumed(audio_seconds=len(result["audio"]) / result["sample_rate"]))
         return result
 
     async def speech_stream(self, principal: Principal, text: str, voice: str | None, speed: float):
         """(sample_rate, async iterator of float32 sentence audio); errors raised before the first byte."""
         text = await self.safety.check_input(principal, text)
-        items = self.tts.stream("speak_stream", text, await self.voice_for(principal, voice), speed)
+        items = self.tts_router.stream("speak_stream", text, await self.voice_for(principal, voice), speed)
         first = await anext(items)  # a refusal (unknown voice, ...) is raised here, before any audio
 
         async def audio():

@@ -37,16 +37,16 @@ def encode_vector(vector: np.ndarray, encoding_format: str) -> list[float] | str
 
 
 class EmbeddingService:
-    def __init__(self, client: ModelRouter, catalog: ModelCatalog, limits: LimitSettings, ingress: IngressSettings,
+    def __init__(self, router: ModelRouter, catalog: ModelCatalog, limits: LimitSettings, ingress: IngressSettings,
                  meter: UsageMeter):
-        self.client = client
+        self.router = router
         self.catalog = catalog
         self.limits = limits
         self.meter = meter
         self.coalescer: Coalescer[str, tuple[np.ndarray, int]] | None = None
         # Only for a role served by one deployment: with a fallback tier, the router needs each request's own call
         # to send the overflow to the CPU deployment, where merging would hold it back behind the GPU's call.
-        if ingress.coalesce_max_inputs and client.fallback is None:
+        if ingress.coalesce_max_inputs and router.fallback is None:
             self.coalescer = Coalescer(self._embed_merged, ingress.coalesce_max_inputs, ingress.coalesce_max_inflight)
 
     async def embed(self, texts: list[str] | list[str | list[int]],
@@ -67,10 +67,10 @@ class EmbeddingService:
 
     async def tokenizer_json(self) -> str:
         """The default model's fast tokenizer, serialised (documents are chunked with exactly its tokens)."""
-        return await self.client.call("tokenizer_json")
+        return await self.router.call("tokenizer_json")
 
     async def _call(self, model_id: str | None, texts: list[str] | list[str | list[int]]) -> dict[str, Any]:
-        return await self.client.call("embed", texts, multiplexed_model_id=model_id)
+        return await self.router.call("embed", texts, multiplexed_model_id=model_id)
 
     async def _embed_merged(self, model_id: str | None, texts: list[str]) -> list[tuple[np.ndarray, int]]:
         result = await self._call(model_id, texts)

@@ -45,7 +45,7 @@ class ModelStatus:
             "routing": await router.status(),
             "deployments": deployments,
         }
-        if router is self.embeddings.client and self.embeddings.coalescer is not None:
+        if router is self.embeddings.router and self.embeddings.coalescer is not None:
             status["coalescing"] = self.embeddings.coalescer.stats()  # this ingress replica's
         return status
 

@@ -15,8 +15,8 @@ from serve_app.settings import LimitSettings
 
 
 class RerankService:
-    def __init__(self, client: ModelRouter, catalog: ModelCatalog, limits: LimitSettings, meter: UsageMeter):
-        self.client = client
+    def __init__(self, router: ModelRouter, catalog: ModelCatalog, limits: LimitSettings, meter: UsageMeter):
+        self.router = router
         self.catalog = catalog
         self.limits = limits
         self.meter = meter
@@ -28,7 +28,7 @@ class RerankService:
         check_text_limits(documents, self.limits.max_rerank_documents, self.limits.max_input_chars, "document")
         extra = {"max_tokens_per_doc": max_tokens_per_doc} if max_tokens_per_doc is not None else {}
         await self.meter.admit()
-        result = await self.client.call("rerank", query, documents, multiplexed_model_id=model_id, **extra)
+        result = await self.router.call("rerank", query, documents, multiplexed_model_id=model_id, **extra)
         tokens = int(sum(result["token_counts"]))
         model = model_id or self.catalog.resolve("reranker", None).name
         self.meter.record(model, "rerank", Consumed(prompt_tokens=tokens, documents=len(documents)))
