@@ -123,11 +123,6 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
-class Usage(BaseModel):
-    prompt_tokens: int
-    total_tokens: int
-
-
 _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
 
 # What any route may answer besides its success, in the one error shape (documented once, for the whole app).

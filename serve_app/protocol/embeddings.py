@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from serve_app.protocol.common import OpenAICompatibleRequest, Usage
+from serve_app.protocol.common import OpenAICompatibleRequest
 
 
 class EmbeddingRequest(OpenAICompatibleRequest):
@@ -52,8 +52,15 @@ class Embedding(BaseModel):
     embedding: list[float] | str
 
 
+class EmbeddingUsage(BaseModel):
+    """OpenAI's embeddings usage: the tokens embedded (no completion)."""
+
+    prompt_tokens: int
+    total_tokens: int
+
+
 class EmbeddingResponse(BaseModel):
     object: Literal["list"] = "list"
     data: list[Embedding]
     model: str
-    usage: Usage
+    usage: EmbeddingUsage

@@ -36,6 +36,8 @@ class RerankResult(BaseModel):
 
 
 class RerankUsage(BaseModel):
+    """The rerank APIs' usage (Jina's, vLLM's): the tokens scored."""
+
     total_tokens: int
 
 
