@@ -9,7 +9,8 @@ import inspect
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import ray
@@ -78,30 +79,36 @@ class MultiplexedModel:
             torch.cuda.empty_cache()
 
 
+@contextmanager
+def ongoing_request(replica: Any) -> Iterator[None]:
+    """One request counted in the replica's `ongoing` while it runs (the GPU router's load figure)."""
+    replica.ongoing += 1
+    try:
+        yield
+    finally:
+        replica.ongoing -= 1
+
+
 def counted(method: Callable[..., Any]) -> Callable[..., Any]:
     """A request method of a replica that does not go through `_submit` (which counts its own): counted in the
     replica's `ongoing` while it runs, a stream until it ends, as the GPU router reads it for every role."""
     if inspect.isasyncgenfunction(method):
         @functools.wraps(method)
         async def stream(self: ModelReplica, *args: Any, **kwargs: Any) -> Any:
-            self.ongoing += 1
-            items = method(self, *args, **kwargs)
-            try:
-                async for item in items:
-                    yield item
-            finally:
-                self.ongoing -= 1
-                await items.aclose()
+            with ongoing_request(self):
+                items = method(self, *args, **kwargs)
+                try:
+                    async for item in items:
+                        yield item
+                finally:
+                    await items.aclose()
 
         return stream
 
     @functools.wraps(method)
     async def call(self: ModelReplica, *args: Any, **kwargs: Any) -> Any:
-        self.ongoing += 1
-        try:
+        with ongoing_request(self):
             return await method(self, *args, **kwargs)
-        finally:
-            self.ongoing -= 1
 
     return call
 
@@ -197,16 +204,14 @@ class ModelReplica:
         """One request's (backend, payload) items through the replica-wide `@serve.batch` queue, so concurrent
         requests share forward passes; a request alone on the replica runs at once instead of waiting out the
         batch window for company that is not coming (measured in bench/RESULTS.md, issue 15)."""
-        self.ongoing += 1
         enqueued = time.perf_counter()
         stamped = [(backend, payload, enqueued) for backend, payload in items]
-        try:
+        with ongoing_request(self):
             await asyncio.sleep(0)  # requests already delivered to this loop count themselves in first
             if self.ongoing == 1 and len(items) <= self.config.max_batch_size:
                 return self._run_batch(stamped)
             return list(await asyncio.gather(*(self._batch(item) for item in stamped)))
-        finally:
-            self.ongoing -= 1
+
 
     def _run_batch(self, items: Sequence[tuple[Any, Any, float]]) -> list[tuple[Any, int]]:
         """One `@serve.batch` call over (backend, payload, enqueued at) items: fault hooks, then, per backend (a

@@ -143,12 +143,11 @@ class LLM(ModelReplica):
         chunks = self.openai_layer.openai_stream(kind, {**body, "stream_options": options})
         try:
             async for chunk in chunks:
-                if isinstance(chunk, Refusal):
-                    pass
-                elif "usage" in chunk and not chunk.get("choices"):
-                    generated = self._count_usage(chunk["usage"])
-                elif chunk.get("choices"):
-                    timer.tokens_arrived()
+                if not isinstance(chunk, Refusal):  # a refusal passes through as it is
+                    if "usage" in chunk and not chunk.get("choices"):
+                        generated = self._count_usage(chunk["usage"])
+                    elif chunk.get("choices"):
+                        timer.tokens_arrived()
                 yield chunk
         finally:
             timer.finish(generated)

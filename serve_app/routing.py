@@ -189,8 +189,8 @@ class ModelRouter:
 
     async def stream(self, method: str, *args: Any, multiplexed_model_id: str | None = None,
                      **kwargs: Any) -> AsyncIterator[Any]:
-        """Stream from the primary; fall back only if it fails before yielding its first chunk. A refusal (the
-        replica's Refusal) is raised as its API error, first chunk or later."""
+        """Stream from the primary; fall back only if it fails before yielding its first chunk. A replica's Refusal
+        is raised as its API error, first chunk or later."""
         kwargs = {**kwargs, "_model_id": multiplexed_model_id}
 
         async def on_primary() -> tuple[Any, Any]:

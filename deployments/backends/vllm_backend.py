@@ -139,8 +139,7 @@ class VLLMBackend:
 
     async def openai_stream(self, kind: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """Chunks as dicts (vLLM's SSE events, parsed), or one Refusal item (first, or where the engine's stream
-        reported an error). Closing the iterator (the client
-        went away) aborts the request in the engine."""
+        reported an error). Closing the iterator (the client went away) aborts the request in the engine."""
         serving, request = self._request(kind, body)
         if isinstance(request, Refusal):
             yield request
