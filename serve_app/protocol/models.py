@@ -34,6 +34,7 @@ class VersionInfo(BaseModel):
     vllm: str | None
     fastapi: str | None
     onnxruntime: str | None
+    openvino: str | None
 
 
 class Readiness(BaseModel):

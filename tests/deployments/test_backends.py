@@ -118,27 +118,49 @@ def test_flag_backends_run_in_the_devices_half_precision(tiny_models, dtype):
     assert np.min(np.sum(vectors * reference, axis=1)) > 0.99
 
 
-def test_onnx_embedding_equals_sentence_transformers_on_the_packaged_model(minilm_backend, prepared_models):
-    """The `onnx` backend (the cpu profile's first choice) gives the reference's vectors, token counts and
-    window; a text past the window is cut where sentence-transformers cuts it."""
+@pytest.mark.parametrize(("backend", "options", "min_cosine", "atol"), [
+    ("onnx", {}, 0.9999, 1e-5),
+    ("openvino", {"inference_precision": "f32"}, 0.9999, 1e-5),
+    ("openvino", {}, 0.999, 2e-3),  # OpenVINO's default: bfloat16 where the CPU computes in it, else f32
+])
+def test_exported_encoder_equals_sentence_transformers_on_the_packaged_model(
+        minilm_backend, prepared_models, backend, options, min_cosine, atol):
+    """The exported-graph backends (the cpu profile's first choices) give the reference's vectors, token counts
+    and window; a text past the window is cut where sentence-transformers cuts it."""
     from deployments.prepare import prepare
 
     prepare(["minilm-embedder"], prepared_models)  # `make models` has built it; idempotent
-    onnx = EMBEDDING_BACKENDS["onnx"](
-        BackendSpec(backend="onnx", model=str(prepared_models / "minilm-embedder" / "onnx")), select_device("cpu"))
+    encoder = make(EMBEDDING_BACKENDS, backend, prepared_models / "minilm-embedder" / "onnx", **options)
+    if "inference_precision" in options:
+        assert encoder.precision == options["inference_precision"]
     texts = [*TEXTS, "photosynthesis " * 400, "ünïcødé ✓ 数学"]
-    assert (onnx.dimensions, onnx.max_seq_length) == (minilm_backend.dimensions, minilm_backend.max_seq_length)
-    assert onnx.count_tokens(texts) == minilm_backend.count_tokens(texts)
-    vectors, reference = onnx.encode(texts), minilm_backend.encode(texts)
+    assert (encoder.dimensions, encoder.max_seq_length) == (minilm_backend.dimensions, minilm_backend.max_seq_length)
+    assert encoder.count_tokens(texts) == minilm_backend.count_tokens(texts)
+    vectors, reference = encoder.encode(texts), minilm_backend.encode(texts)
     assert vectors.dtype == np.float32 and vectors.shape == reference.shape
-    assert np.min(np.sum(vectors * reference, axis=1)) > 0.9999
+    assert np.min(np.sum(vectors * reference, axis=1)) > min_cosine
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     # one text alone and in a padded batch: the same vector (padding is masked out of the mean)
-    np.testing.assert_allclose(onnx.encode([TEXTS[2]])[0], vectors[2], atol=1e-5)
+    np.testing.assert_allclose(encoder.encode([TEXTS[2]])[0], vectors[2], atol=atol)
 
 
-def test_onnx_embedding_refuses_a_folder_without_its_graph(tmp_path):
+def test_openvino_embedding_is_safe_to_call_from_several_threads(prepared_models):
+    """Each thread runs its own infer request: concurrent calls (a reranker's thread beside the batch loop) get
+    their own texts' vectors."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    encoder = make(EMBEDDING_BACKENDS, "openvino", prepared_models / "minilm-embedder" / "onnx")
+    batches = [[text] * (i + 1) for i, text in enumerate(TEXTS * 4)]
+    alone = [encoder.encode(batch) for batch in batches]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(encoder.encode, batches))
+    for expected, got in zip(alone, together, strict=True):
+        np.testing.assert_allclose(got, expected, atol=2e-3)
+
+
+@pytest.mark.parametrize("backend", ["onnx", "openvino"])
+def test_exported_encoder_refuses_a_folder_without_its_graph(tmp_path, backend):
     from deployments.common import ModelSourceError
 
     with pytest.raises(ModelSourceError, match="prepare-models"):
-        make(EMBEDDING_BACKENDS, "onnx", tmp_path)
+        make(EMBEDDING_BACKENDS, backend, tmp_path)

@@ -63,7 +63,7 @@ def test_environment_overrides_the_profile(monkeypatch):
     assert settings.limits.max_inputs_per_request == 7
     assert settings.models.embedder.primary.num_cpus == 0.3
     # the rest of the embedder's profile entry is kept (deep merge, not replace)
-    assert [entry.backend for entry in settings.models.embedder.primary.chain] == ["onnx", "sentence-transformers"]
+    assert [entry.backend for entry in settings.models.embedder.primary.chain] == ["openvino", "onnx", "sentence-transformers"]
 
 
 def test_explicit_overrides_beat_the_environment(monkeypatch):

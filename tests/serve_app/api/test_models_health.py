@@ -14,7 +14,7 @@ def test_models_lists_each_role_with_its_replica_status(client):
     status = role_status["deployments"]["primary"]
     assert status["ok"] and status["deployment"] == "Embedder" and status["tier"] == "cpu"
     assert status["device"]["kind"] == "cpu" and status["device"]["degraded_reason"] is None
-    assert status["active"]["backend"] == "onnx"  # the cpu profile's first choice; sentence-transformers behind it
+    assert status["active"]["backend"] == "openvino"  # the cpu profile's first choice; onnx, sentence-transformers behind it
     assert status["batching"]["max_batch_size"] == 64  # from serve_config/profile user_config
     assert status["dimensions"] == 384
 
