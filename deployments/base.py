@@ -212,7 +212,6 @@ class ModelReplica:
                 return self._run_batch(stamped)
             return list(await asyncio.gather(*(self._batch(item) for item in stamped)))
 
-
     def _run_batch(self, items: Sequence[tuple[Any, Any, float]]) -> list[tuple[Any, int]]:
         """One `@serve.batch` call over (backend, payload, enqueued at) items: fault hooks, then, per backend (a
         batch may mix multiplexed models), forward passes within the token budget. (output, tokens) per item."""

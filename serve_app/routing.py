@@ -270,7 +270,7 @@ class ModelRouter:
             "primary": self.primary.name,
             "fallback": self.fallback.name if self.fallback else None,
             "breaker": breaker,
-            "primary_degraded": self.health.degraded,
+            "primary_degraded": self.primary_degraded,
             "inflight_primary": self.health.inflight,
             "counts": dict(self.counts),
         }

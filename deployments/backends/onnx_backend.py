@@ -22,7 +22,10 @@ from deployments.spec import BackendSpec
 
 
 class ExportedEncoder:
-    """Tokenizer, pooling and normalisation around an exported graph; subclasses load the graph and run it."""
+    """Tokenizer, pooling and normalisation around an exported graph; subclasses load the graph, name its inputs
+    (`inputs`) and run it."""
+
+    inputs: set[str]  # the graph's input names, among the tokenizer's arrays
 
     def __init__(self, spec: BackendSpec, device: DeviceInfo):
         import torch
@@ -45,7 +48,7 @@ class ExportedEncoder:
         self.threads = int(spec.options.get("intra_op_threads", torch.get_num_threads()))
 
     def _run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
-        """The graph's first output (the token states, batch x tokens x hidden) for the tokenizer's arrays."""
+        """The graph's first output (the token states, batch x tokens x hidden) for its inputs."""
         raise NotImplementedError
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
@@ -55,7 +58,7 @@ class ExportedEncoder:
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         encoded = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_seq_length,
                                  return_tensors="np")
-        hidden = np.asarray(self._run({name: array.astype(np.int64) for name, array in encoded.items()}),
+        hidden = np.asarray(self._run({name: encoded[name].astype(np.int64) for name in self.inputs}),
                             dtype=np.float32)
         if self.pooling == "cls":
             vectors = hidden[:, 0]
@@ -84,7 +87,7 @@ class OnnxEmbedding(ExportedEncoder):
         self.inputs = {node.name for node in self.session.get_inputs()}
 
     def _run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
-        return self.session.run(None, {name: feed[name] for name in self.inputs})[0]
+        return self.session.run(None, feed)[0]
 
 
 class OpenVinoEmbedding(ExportedEncoder):
@@ -113,4 +116,4 @@ class OpenVinoEmbedding(ExportedEncoder):
         request = getattr(self._requests, "request", None)
         if request is None:
             request = self._requests.request = self.model.create_infer_request()
-        return request.infer({name: feed[name] for name in self.inputs})[0]
+        return request.infer(feed)[0]
