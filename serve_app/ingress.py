@@ -12,12 +12,22 @@ from serve_app.api import create_api
 from serve_app.settings import Settings
 
 
+def _in_this_replica(handle: DeploymentHandle) -> DeploymentHandle:
+    """The same deployment's handle made here: a handle carries the transport defaults of the process that built
+    the app (`serve.run` in a driver that imported Ray before Serve's switches were set: actor calls), while one
+    made in the replica follows the replica's Serve settings (gRPC in the throughput-optimised mode eduserve runs,
+    measured in bench/RESULTS.md)."""
+    return serve.get_deployment_handle(handle.deployment_name, handle.app_name)
+
+
 @serve.deployment
 @serve.ingress()
 class Ingress:
     def __init__(self, settings: Settings, handles: dict[str, dict[str, DeploymentHandle]]):
         logging.getLogger("ray.serve.eduserve").setLevel(settings.log_level)
-        self.settings, self.handles = settings, handles
+        self.settings = settings
+        self.handles = {role: {slot: _in_this_replica(handle) for slot, handle in slots.items()}
+                        for role, slots in handles.items()}
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         # Serve calls this after __init__, in the replica: the app and its state never cross a process boundary;

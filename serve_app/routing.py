@@ -46,6 +46,11 @@ class Target:
     handle: DeploymentHandle
     _variants: dict[tuple[str | None, bool], DeploymentHandle] = field(default_factory=dict, repr=False)
 
+    @property
+    def transport(self) -> str:
+        """How calls reach the replicas: "grpc" (Serve's throughput-optimised mode) or "actor" (Ray actor calls)."""
+        return "actor" if self.handle.handle_options._by_reference else "grpc"
+
     def handle_for(self, model_id: str | None = None, stream: bool = False) -> DeploymentHandle:
         """The handle with these options, made once: `.options()` builds a new handle on every call. The model ids
         are the catalog's (a bounded set)."""
@@ -271,6 +276,7 @@ class ModelRouter:
             "fallback": self.fallback.name if self.fallback else None,
             "breaker": breaker,
             "primary_degraded": self.primary_degraded,
+            "transport": self.primary.transport,
             "inflight_primary": self.health.inflight,
             "counts": dict(self.counts),
         }
