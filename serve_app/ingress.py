@@ -13,10 +13,9 @@ from serve_app.settings import Settings
 
 
 def _in_this_replica(handle: DeploymentHandle) -> DeploymentHandle:
-    """The same deployment's handle made here: a handle carries the transport defaults of the process that built
-    the app (`serve.run` in a driver that imported Ray before Serve's switches were set: actor calls), while one
-    made in the replica follows the replica's Serve settings (gRPC in the throughput-optimised mode eduserve runs,
-    measured in bench/RESULTS.md)."""
+    """The same deployment's handle made here: a handle carries the transport default of the process that built
+    the app (a driver's `serve.run`, or the cluster's build task under `serve deploy`), while one made in the
+    replica follows this replica's Serve settings (serve_app/serve_env.py), however the app was built."""
     return serve.get_deployment_handle(handle.deployment_name, handle.app_name)
 
 

@@ -48,8 +48,12 @@ class Target:
 
     @property
     def transport(self) -> str:
-        """How calls reach the replicas: "grpc" (Serve's throughput-optimised mode) or "actor" (Ray actor calls)."""
-        return "actor" if self.handle.handle_options._by_reference else "grpc"
+        """How calls reach the replicas: "actor" (Ray actor calls, what eduserve runs: serve_app/serve_env.py) or
+        "grpc" (Serve's throughput-optimised default)."""
+        by_reference = getattr(getattr(self.handle, "handle_options", None), "_by_reference", None)
+        if not isinstance(by_reference, bool):  # a handle of another kind
+            return "unknown"
+        return "actor" if by_reference else "grpc"
 
     def handle_for(self, model_id: str | None = None, stream: bool = False) -> DeploymentHandle:
         """The handle with these options, made once: `.options()` builds a new handle on every call. The model ids

@@ -9,6 +9,9 @@ RayService), not to the app's config. Measured in bench/RESULTS.md ("Ray Serve's
 - RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE=1: but not its log buffer, which holds 1000 lines in memory until an
   ERROR: at low traffic a request's log lines (and its request id) would show up minutes late, or be lost with a
   killed replica.
+- RAY_SERVE_USE_GRPC_BY_DEFAULT=0: but not its gRPC transport between replicas: over gRPC a replica's exception
+  reaches the caller unwrapped (not as a RayTaskError), so the ingress's routing could not tell a model's fault from
+  its own and answered 500 (an engine death, a TTS input refused); measured no faster (bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ SERVE_ENV: dict[str, str] = {
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
     "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
+    "RAY_SERVE_USE_GRPC_BY_DEFAULT": "0",
 }
 
 

@@ -11,9 +11,8 @@ def test_models_lists_each_role_with_its_replica_status(client):
     assert by_role["reranker"]["id"] == "all-minilm-l6-v2-rerank"
     role_status = by_role["embedder"]["status"]
     assert role_status["ok"] and role_status["routing"]["fallback"] is None
-    # the ingress calls replicas over gRPC, as Serve's throughput-optimised mode does, even though this app was
-    # built by a test process that imported Serve before its switches were set
-    assert role_status["routing"]["transport"] == "grpc"
+    # the transport serve_app/serve_env.py sets for every replica, whichever process built the app
+    assert role_status["routing"]["transport"] == "actor"
     status = role_status["deployments"]["primary"]
     assert status["ok"] and status["deployment"] == "Embedder" and status["tier"] == "cpu"
     assert status["device"]["kind"] == "cpu" and status["device"]["degraded_reason"] is None
