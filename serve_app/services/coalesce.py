@@ -3,8 +3,11 @@
 Each model call costs the ingress and the replica a fixed amount of CPU (a handle call, Serve's request handling on
 both sides, a batch-queue round), whatever its size. Under load, requests that arrive while this ingress replica's
 calls are in flight wait and then leave together as one call; a request that finds a free slot leaves at once,
-so a lone request never waits for company. The merged call runs in a task of its own: a client that disconnects
-cancels its own wait, never the call the others share.
+so a lone request never waits for company. Under load (the last call carried several requests), a request that
+finds a free slot waits up to `max_wait_s` for as many requests as that call carried: closed-loop clients answered
+together come back one by one through the ingress's single loop, and without the wait the first of them leaves
+alone and the rest queue behind it (calls of 1 and n-1 in turn). The merged call runs in a task of its own: a client
+that disconnects cancels its own wait, never the call the others share.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ INPUT_ERRORS = (ErrorCode.UNPROCESSABLE_INPUT, ErrorCode.BAD_REQUEST)
 class _Waiting(Generic[Item]):
     items: list[Item]
     future: asyncio.Future
+    since: float  # loop time of arrival
 
 
 @dataclass
@@ -36,19 +40,24 @@ class _Lane(Generic[Item]):
 
     in_flight: int = 0
     waiting: list[_Waiting[Item]] = field(default_factory=list)
+    expected: int = 0  # requests in play when the last call ended: it carried them, or they waited for it
+    hold_until: float | None = None  # loop time until which a free slot waits for company
+    timer: asyncio.TimerHandle | None = None
 
 
 class Coalescer(Generic[Item, Result]):
     """`submit(key, items)` → `call(key, merged items)`'s results for those items, in order.
 
     At most `max_in_flight` calls per key at once; a call carries at most `max_items` items (a request larger than
-    that goes alone). `call` must return one result per item, in order."""
+    that goes alone); a request waits at most `max_wait_s` for company. `call` must return one result per item, in
+    order. Keys should be few (one per model): each keeps a small lane."""
 
     def __init__(self, call: Callable[[Hashable, list[Item]], Awaitable[list[Result]]], max_items: int,
-                 max_in_flight: int = 1):
+                 max_in_flight: int = 1, max_wait_s: float = 0.0):
         self._call = call
         self.max_items = max_items
         self.max_in_flight = max_in_flight
+        self.max_wait_s = max_wait_s
         self._lanes: dict[Hashable, _Lane[Item]] = {}
         self._tasks: set[asyncio.Task] = set()
         self.calls = 0
@@ -57,7 +66,8 @@ class Coalescer(Generic[Item, Result]):
     async def submit(self, key: Hashable, items: list[Item]) -> list[Result]:
         self.requests += 1
         lane = self._lanes.setdefault(key, _Lane())
-        waiting = _Waiting(items, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        waiting = _Waiting(items, loop.create_future(), loop.time())
         lane.waiting.append(waiting)
         self._dispatch(key, lane)
         try:
@@ -70,13 +80,34 @@ class Coalescer(Generic[Item, Result]):
         return results
 
     def _dispatch(self, key: Hashable, lane: _Lane[Item]) -> None:
+        if lane.timer is not None:
+            lane.timer.cancel()
+            lane.timer = None
         while lane.waiting and lane.in_flight < self.max_in_flight:
+            if self._wait_for_company(key, lane):
+                return
             batch = self._take(lane)
             lane.in_flight += 1
             self.calls += 1
             task = asyncio.get_running_loop().create_task(self._run(key, lane, batch))
             self._tasks.add(task)  # the loop keeps only weak references to tasks
             task.add_done_callback(self._tasks.discard)
+
+    def _wait_for_company(self, key: Hashable, lane: _Lane[Item]) -> bool:
+        """True (and a timer set) while fewer requests wait than were in play when the last call ended, for at most
+        `max_wait_s` from the moment the slot could have taken them."""
+        if self.max_wait_s <= 0 or len(lane.waiting) >= lane.expected \
+                or sum(len(waiting.items) for waiting in lane.waiting) >= self.max_items:
+            lane.hold_until = None
+            return False
+        loop = asyncio.get_running_loop()
+        if lane.hold_until is None:
+            lane.hold_until = loop.time() + self.max_wait_s
+        elif loop.time() >= lane.hold_until:
+            lane.hold_until = None
+            return False
+        lane.timer = loop.call_at(lane.hold_until, self._dispatch, key, lane)
+        return True
 
     def _take(self, lane: _Lane[Item]) -> list[_Waiting[Item]]:
         """The longest run of waiting requests, oldest first, that fits in one call (at least one request)."""
@@ -92,10 +123,9 @@ class Coalescer(Generic[Item, Result]):
             await self._answer(key, batch)
         finally:
             lane.in_flight -= 1
+            lane.expected = len(batch) + len(lane.waiting)
             if lane.waiting:
                 self._dispatch(key, lane)
-            elif not lane.in_flight:
-                self._lanes.pop(key, None)
 
     async def _answer(self, key: Hashable, batch: list[_Waiting[Item]]) -> None:
         request_trace.start()  # this task's own trace (a copy of the context): handed to every request it carries

@@ -47,7 +47,8 @@ class EmbeddingService:
         # Only for a role served by one deployment: with a fallback tier, the router needs each request's own call
         # to send the overflow to the CPU deployment, where merging would hold it back behind the GPU's call.
         if ingress.coalesce_max_inputs and router.fallback is None:
-            self.coalescer = Coalescer(self._embed_merged, ingress.coalesce_max_inputs, ingress.coalesce_max_inflight)
+            self.coalescer = Coalescer(self._embed_merged, ingress.coalesce_max_inputs, ingress.coalesce_max_inflight,
+                                       ingress.coalesce_max_wait_ms / 1000)
 
     async def embed(self, texts: list[str] | list[str | list[int]],
                     model_id: str | None = None) -> tuple[np.ndarray, list[int]]:

@@ -172,3 +172,60 @@ async def test_a_request_gone_before_its_call_left_is_not_sent():
     model.release.set()
     assert await busy == [0] and await staying == [4]
     assert model.calls == [("m", [0]), ("m", [2])]
+
+
+async def closed_loop(coalescer: Coalescer, clients: int, rounds: int, stagger_s: float) -> None:
+    """`clients` each submitting again as soon as answered; client i takes i * stagger_s to come back, as answers
+    leave one at a time through one event loop."""
+    async def client(i: int) -> None:
+        for n in range(rounds):
+            await asyncio.sleep(i * stagger_s)
+            assert await coalescer.submit("m", [n]) == [2 * n]
+
+    await asyncio.gather(*(client(i) for i in range(clients)))
+
+
+async def test_under_closed_loop_load_the_clients_answered_together_leave_together_again():
+    async def model(key, items: list[int]) -> list[int]:
+        sizes.append(len(items))
+        await asyncio.sleep(0.005)
+        return [2 * item for item in items]
+
+    sizes: list[int] = []
+    await closed_loop(Coalescer(model, max_items=64), clients=4, rounds=6, stagger_s=0.001)
+    assert sizes[-4:] == [1, 3, 1, 3]  # without a wait: the first back leaves alone, the rest queue behind it
+    sizes.clear()
+    await closed_loop(Coalescer(model, max_items=64, max_wait_s=0.05), clients=4, rounds=6, stagger_s=0.001)
+    assert sizes[0] == 1 and sizes[2:-1] == [4] * (len(sizes) - 3)  # the first client ends a round ahead
+
+
+async def test_a_request_waits_for_company_at_most_max_wait_s_and_never_when_alone():
+    model = Model(hold=False)
+    coalescer = Coalescer(model, max_items=64, max_wait_s=0.05)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await coalescer.submit("m", [1])  # nothing came before it: it leaves at once
+    assert loop.time() - started < 0.04
+    await asyncio.gather(*(coalescer.submit("m", [n]) for n in range(3)))  # one call of 3 ...
+    assert model.calls[-1] == ("m", [0, 1, 2]) or len(model.calls) > 2
+    started = loop.time()
+    assert await coalescer.submit("m", [5]) == [10]  # ... then a request alone waits for two more, not forever
+    assert 0.04 <= loop.time() - started < 1
+    started = loop.time()
+    assert await coalescer.submit("m", [6]) == [12]  # the last call carried one: no wait
+    assert loop.time() - started < 0.04
+
+
+async def test_requests_filling_a_call_leave_without_waiting():
+    model = Model()
+    coalescer = Coalescer(model, max_items=4, max_wait_s=10)
+    busy = asyncio.create_task(coalescer.submit("m", [0]))
+    await settle()
+    first = [asyncio.create_task(coalescer.submit("m", [n])) for n in range(1, 8)]
+    await settle()
+    model.release.set()  # [0] ends with 7 waiting: calls of 4, then the 3 left wait for company (7 were in play)
+    await asyncio.gather(busy, *first[:4])
+    await settle()
+    assert model.calls == [("m", [0]), ("m", [1, 2, 3, 4])]
+    last = asyncio.create_task(coalescer.submit("m", [8]))  # four items fill a call: nobody waits out the 10 s
+    assert await asyncio.wait_for(asyncio.gather(*first[4:], last), 1) == [[10], [12], [14], [16]]
