@@ -62,6 +62,19 @@ def cpu_by_role(procs: dict[str, list[psutil.Process]], seconds: float) -> dict[
     return used
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds so far per thread of a process, as "name/tid" (py-spy dump names the Python ones by tid)."""
+    out: dict[str, float] = collections.Counter()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = f"{(task / 'comm').read_text().strip()}/{task.name}"
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            out[name] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
+
+
 def top_functions(raw: Path, limit: int = 25) -> dict[str, list]:
     """From py-spy's collapsed stacks: the functions with most own samples, and most inclusive samples."""
     own: collections.Counter = collections.Counter()
@@ -164,9 +177,16 @@ def run_level(url: str, headers: dict, clients: int, seconds: float, py_spy: boo
                 spies.append((role, raw, subprocess.Popen(
                     [str(spy), "record", "-p", str(proc.pid), "-d", str(int(window)), "-r", "200", "-f", "raw",
                      "-o", str(raw), "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
+    replicas = {role: procs[role][0].pid for role in ("ingress", "embedder") if procs.get(role)}
+    threads_before = {role: thread_cpu(pid) for role, pid in replicas.items()}
     idle_before = psutil.cpu_times()
     level["cpu_cores"] = cpu_by_role(procs, window)
     idle_after = psutil.cpu_times()
+    for role, pid in replicas.items():  # cores per thread name: native threads (Ray core, the runtime) included
+        after = thread_cpu(pid)
+        used = {name: round((after[name] - threads_before[role].get(name, 0)) / window, 3) for name in after}
+        level[f"threads_{role}"] = dict(sorted(((n, c) for n, c in used.items() if c >= 0.005),
+                                               key=lambda item: -item[1]))
     spent = sum(idle_after) - sum(idle_before)
     level["idle_pct"] = round(100 * (idle_after.idle - idle_before.idle) / spent, 1) if spent else None
     load.join()
