@@ -22,13 +22,14 @@ def _ms(value: str) -> float:
 
 
 def wrk_embeddings(url: str, clients: int, seconds: float, headers: dict[str, str] | None = None,
-                   model: str | None = None) -> dict:
-    """`clients` connections each posting one sentence after another for `seconds`: req/s, p50/p99, errors."""
+                   model: str | None = None, think_ms: float = 0) -> dict:
+    """`clients` connections each posting one sentence after another for `seconds` (after a random pause of mean
+    `think_ms` each, if given): req/s, p50/p99 (of the requests, pauses not counted), errors."""
     command = ["wrk", f"-t{min(clients, 2)}", f"-c{clients}", f"-d{int(seconds)}s", "--latency", "--timeout", "30s",
                "-s", str(SCRIPT)]
     for name, value in (headers or {}).items():
         command += ["-H", f"{name}: {value}"]
-    command += [url] + (["--", model] if model else [])
+    command += [url] + (["--", model or "", str(think_ms)] if model or think_ms else [])
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     try:
         return _parse(out)

@@ -56,10 +56,22 @@ def cpu_by_role(procs: dict[str, list[psutil.Process]], seconds: float) -> dict[
     before = times()
     time.sleep(seconds)
     after = times()
-    used = {}
+    used: dict = {}
     for role, group in procs.items():
         used[role] = round(sum(after.get(p.pid, 0) - before.get(p.pid, 0) for p in group) / seconds, 3)
+    rest = sorted(((after.get(p.pid, 0) - before.get(p.pid, 0), p) for p in procs.get("rest", [])),
+                  key=lambda item: -item[0])
+    used["rest_top"] = {_short_name(p): round(cpu / seconds, 3) for cpu, p in rest[:6] if cpu > 0}
     return used
+
+
+def _short_name(proc: psutil.Process) -> str:
+    try:
+        cmdline = proc.cmdline()
+    except psutil.Error:
+        return str(proc.pid)
+    words = [Path(word).name for word in cmdline[:3] if not word.startswith("-")] or [proc.name()]
+    return f"{' '.join(words)[:60]} ({proc.pid})"
 
 
 def thread_cpu(pid: int) -> dict[str, float]:
@@ -109,6 +121,8 @@ def main() -> None:
     parser.add_argument("--levels", default="8,32")
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--py-spy", action="store_true", help="profile the ingress and Embedder during each level")
+    parser.add_argument("--think-ms", type=float, default=0, help="each connection pauses this long on average "
+                        "before a request (arrivals spread out, as from independent users)")
     parser.add_argument("--overrides", default="{}", help="JSON settings overrides for the app")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -140,7 +154,7 @@ def main() -> None:
             wrk_embeddings(f"{url}/v1/embeddings", 8, 3, headers)  # warm-up
             for clients in map(int, args.levels.split(",")):
                 before = coalescing(url, headers)
-                level = run_level(url, headers, clients, args.seconds, args.py_spy)
+                level = run_level(url, headers, clients, args.seconds, args.py_spy, args.think_ms)
                 after = coalescing(url, headers)
                 if before and after:
                     calls = after["calls"] - before["calls"]
@@ -157,13 +171,13 @@ def main() -> None:
     write_results(results, args.out or str(Path(__file__).parent / "out" / "profile_serving.json"))
 
 
-def run_level(url: str, headers: dict, clients: int, seconds: float, py_spy: bool) -> dict:
+def run_level(url: str, headers: dict, clients: int, seconds: float, py_spy: bool, think_ms: float = 0) -> dict:
     from bench._load import wrk_embeddings
 
     procs = serving_processes()
     level: dict = {}
-    load = threading.Thread(target=lambda: level.update(load=wrk_embeddings(f"{url}/v1/embeddings", clients,
-                                                                           seconds, headers)))
+    load = threading.Thread(target=lambda: level.update(load=wrk_embeddings(
+        f"{url}/v1/embeddings", clients, seconds, headers, think_ms=think_ms)))
     load.start()
     time.sleep(1.0)
     window = seconds - 2.5

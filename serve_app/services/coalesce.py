@@ -3,11 +3,15 @@
 Each model call costs the ingress and the replica a fixed amount of CPU (a handle call, Serve's request handling on
 both sides, a batch-queue round), whatever its size. Under load, requests that arrive while this ingress replica's
 calls are in flight wait and then leave together as one call; a request that finds a free slot leaves at once,
-so a lone request never waits for company. Under load (the last call carried several requests), a request that
-finds a free slot waits up to `max_wait_s` for as many requests as that call carried: closed-loop clients answered
-together come back one by one through the ingress's single loop, and without the wait the first of them leaves
-alone and the rest queue behind it (calls of 1 and n-1 in turn). The merged call runs in a task of its own: a client
-that disconnects cancels its own wait, never the call the others share.
+so a lone request never waits for company. The merged call runs in a task of its own: a client that disconnects
+cancels its own wait, never the call the others share.
+
+Clients answered together often come straight back (a worker pool embedding a corpus, any closed loop), one by one
+through the ingress's single loop: the first back finds the slot free and leaves alone, the rest queue behind it,
+and calls of 1 and n-1 alternate, two round trips per cohort. So a request that finds a free slot while fewer wait
+than were in play when the last call ended waits up to `max_wait_s` for them. Independent clients do not come back
+together; there the wait only adds latency, so a wait that ends before most of the last call's clients came back
+stops waits for `pause_s`.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ Result = TypeVar("Result")
 
 # A request whose own input a merged call could not take: split the call, so only that request fails.
 INPUT_ERRORS = (ErrorCode.UNPROCESSABLE_INPUT, ErrorCode.BAD_REQUEST)
+# A wait for company after which fewer requests had come than this share of those the last call answered: the
+# clients are independent (they do not come back together), so waits stop for a while.
+COME_BACK_SHARE = 0.75
 
 
 @dataclass
@@ -41,7 +48,10 @@ class _Lane(Generic[Item]):
     in_flight: int = 0
     waiting: list[_Waiting[Item]] = field(default_factory=list)
     expected: int = 0  # requests in play when the last call ended: it carried them, or they waited for it
+    answered: int = 0  # requests the last call that ended carried
+    came_back: int = 0  # requests that arrived since
     hold_until: float | None = None  # loop time until which a free slot waits for company
+    paused_until: float = 0.0  # loop time before which nobody waits for company (the clients did not come back together)
     timer: asyncio.TimerHandle | None = None
 
 
@@ -49,15 +59,17 @@ class Coalescer(Generic[Item, Result]):
     """`submit(key, items)` → `call(key, merged items)`'s results for those items, in order.
 
     At most `max_in_flight` calls per key at once; a call carries at most `max_items` items (a request larger than
-    that goes alone); a request waits at most `max_wait_s` for company. `call` must return one result per item, in
-    order. Keys should be few (one per model): each keeps a small lane."""
+    that goes alone); a request waits at most `max_wait_s` for company, and after a wait by the end of which most
+    of the last call's clients had not come back, nobody waits for `pause_s`. `call` must return one result per item, in order. Keys should be few (one per model): each
+    keeps a small lane."""
 
     def __init__(self, call: Callable[[Hashable, list[Item]], Awaitable[list[Result]]], max_items: int,
-                 max_in_flight: int = 1, max_wait_s: float = 0.0):
+                 max_in_flight: int = 1, max_wait_s: float = 0.0, pause_s: float = 1.0):
         self._call = call
         self.max_items = max_items
         self.max_in_flight = max_in_flight
         self.max_wait_s = max_wait_s
+        self.pause_s = pause_s
         self._lanes: dict[Hashable, _Lane[Item]] = {}
         self._tasks: set[asyncio.Task] = set()
         self.calls = 0
@@ -66,6 +78,7 @@ class Coalescer(Generic[Item, Result]):
     async def submit(self, key: Hashable, items: list[Item]) -> list[Result]:
         self.requests += 1
         lane = self._lanes.setdefault(key, _Lane())
+        lane.came_back += 1
         loop = asyncio.get_running_loop()
         waiting = _Waiting(items, loop.create_future(), loop.time())
         lane.waiting.append(waiting)
@@ -105,15 +118,18 @@ class Coalescer(Generic[Item, Result]):
     def _wait_for_company(self, key: Hashable, lane: _Lane[Item]) -> bool:
         """True (and a timer set) while fewer requests wait than were in play when the last call ended, for at most
         `max_wait_s` from the moment the slot could have taken them."""
-        if self.max_wait_s <= 0 or len(lane.waiting) >= lane.expected \
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self.max_wait_s <= 0 or now < lane.paused_until or len(lane.waiting) >= lane.expected \
                 or sum(len(waiting.items) for waiting in lane.waiting) >= self.max_items:
             lane.hold_until = None
             return False
-        loop = asyncio.get_running_loop()
         if lane.hold_until is None:
-            lane.hold_until = loop.time() + self.max_wait_s
-        elif loop.time() >= lane.hold_until:
+            lane.hold_until = now + self.max_wait_s
+        elif now >= lane.hold_until:
             lane.hold_until = None
+            if lane.came_back < COME_BACK_SHARE * lane.answered:  # these clients do not come back together
+                lane.paused_until = now + self.pause_s
             return False
         lane.timer = loop.call_at(lane.hold_until, self._dispatch, key, lane)
         return True
@@ -133,6 +149,7 @@ class Coalescer(Generic[Item, Result]):
         finally:
             lane.in_flight -= 1
             lane.expected = len(batch) + len(lane.waiting)
+            lane.answered, lane.came_back = len(batch), 0
             if lane.waiting:
                 self._dispatch(key, lane)
 

@@ -199,21 +199,27 @@ async def test_under_closed_loop_load_the_clients_answered_together_leave_togeth
     assert sizes[0] == 1 and sizes[2:-1] == [4] * (len(sizes) - 3)  # the first client ends a round ahead
 
 
-async def test_a_request_waits_for_company_at_most_max_wait_s_and_never_when_alone():
-    model = Model(hold=False)
-    coalescer = Coalescer(model, max_items=64, max_wait_s=0.05)
+async def test_a_wait_for_company_is_bounded_and_clients_that_do_not_come_back_stop_the_waits():
+    model = Model()
+    coalescer = Coalescer(model, max_items=64, max_wait_s=0.05, pause_s=60)
     loop = asyncio.get_running_loop()
-    started = loop.time()
-    await coalescer.submit("m", [1])  # nothing came before it: it leaves at once
-    assert loop.time() - started < 0.04
-    await asyncio.gather(*(coalescer.submit("m", [n]) for n in range(3)))  # one call of 3 ...
-    assert model.calls[-1] == ("m", [0, 1, 2]) or len(model.calls) > 2
-    started = loop.time()
-    assert await coalescer.submit("m", [5]) == [10]  # ... then a request alone waits for two more, not forever
-    assert 0.04 <= loop.time() - started < 1
-    started = loop.time()
-    assert await coalescer.submit("m", [6]) == [12]  # the last call carried one: no wait
-    assert loop.time() - started < 0.04
+
+    async def timed(*requests: list[int]) -> float:
+        started = loop.time()
+        await asyncio.gather(*(coalescer.submit("m", items) for items in requests))
+        return loop.time() - started
+
+    busy = asyncio.create_task(coalescer.submit("m", [0]))
+    await settle()
+    assert model.calls == [("m", [0])]  # nothing came before it: it left at once
+    riders = asyncio.create_task(timed([1], [2], [3], [4]))
+    await settle()
+    model.release.set()
+    await busy
+    assert 0.04 <= await riders < 1  # five were in play: the four waited max_wait_s for the fifth, not longer
+    assert model.calls[1] == ("m", [1, 2, 3, 4])
+    assert await timed([5]) < 0.04  # four were in play, but the one the wait was for never came: no more waits
+    assert model.calls[2] == ("m", [5])
 
 
 async def test_requests_filling_a_call_leave_without_waiting():
