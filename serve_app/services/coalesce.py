@@ -38,7 +38,6 @@ COME_BACK_SHARE = 0.75
 class _Waiting(Generic[Item]):
     items: list[Item]
     future: asyncio.Future
-    since: float  # loop time of arrival
 
 
 @dataclass
@@ -51,7 +50,7 @@ class _Lane(Generic[Item]):
     answered: int = 0  # requests the last call that ended carried
     came_back: int = 0  # requests that arrived since
     hold_until: float | None = None  # loop time until which a free slot waits for company
-    paused_until: float = 0.0  # loop time before which nobody waits for company (the clients did not come back together)
+    paused_until: float = 0.0  # loop time before which nobody waits for company (clients did not come back)
     timer: asyncio.TimerHandle | None = None
 
 
@@ -60,8 +59,8 @@ class Coalescer(Generic[Item, Result]):
 
     At most `max_in_flight` calls per key at once; a call carries at most `max_items` items (a request larger than
     that goes alone); a request waits at most `max_wait_s` for company, and after a wait by the end of which most
-    of the last call's clients had not come back, nobody waits for `pause_s`. `call` must return one result per item, in order. Keys should be few (one per model): each
-    keeps a small lane."""
+    of the last call's clients had not come back, nobody waits for `pause_s`. `call` must return one result per
+    item, in order. Keys should be few (one per model): each keeps a small lane."""
 
     def __init__(self, call: Callable[[Hashable, list[Item]], Awaitable[list[Result]]], max_items: int,
                  max_in_flight: int = 1, max_wait_s: float = 0.0, pause_s: float = 1.0):
@@ -79,8 +78,7 @@ class Coalescer(Generic[Item, Result]):
         self.requests += 1
         lane = self._lanes.setdefault(key, _Lane())
         lane.came_back += 1
-        loop = asyncio.get_running_loop()
-        waiting = _Waiting(items, loop.create_future(), loop.time())
+        waiting = _Waiting(items, asyncio.get_running_loop().create_future())
         lane.waiting.append(waiting)
         self._dispatch(key, lane)
         try:
@@ -102,7 +100,7 @@ class Coalescer(Generic[Item, Result]):
         lane.hold_until = None
 
     def _dispatch(self, key: Hashable, lane: _Lane[Item]) -> None:
-        if lane.timer is not None:
+        if lane.timer is not None:  # whatever it waited for is decided now
             lane.timer.cancel()
             lane.timer = None
         while lane.waiting and lane.in_flight < self.max_in_flight:
