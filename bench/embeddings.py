@@ -253,7 +253,6 @@ def served_with_auth(overrides: dict | None = None):
 def versus_infinity(seconds: float, out: str, engines: tuple[str, ...]) -> None:
     """eduserve (auth on, its own ingress path) and infinity-emb's engines, one after the other, on one sentence per
     request at 1, 8 and 32 connections; the same backend called in-process as the ceiling for served ÷ in-process."""
-
     from bench._stack import write_results
     from bench.infinity_peer import onnx_model_dir, serving
     from deployments.common import resolve_model_source

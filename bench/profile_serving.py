@@ -2,13 +2,15 @@
 deploys it, wrk at each level, and during the load CPU per process (psutil), the box's idle share, and optionally a
 py-spy profile of the ingress and Embedder replicas (top functions by own and inclusive samples).
 
-Usage: .venv/bin/python bench/profile_serving.py [--levels 8,32] [--seconds 15] [--py-spy] [--out F]
+Usage: .venv/bin/python bench/profile_serving.py [--levels 8,32] [--seconds 15] [--py-spy] [--think-ms 100]
+       [--overrides '{"ingress": {"coalesce_max_wait_ms": 0}}'] [--out F]
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import json
 import os
 import subprocess
 import sys
@@ -54,13 +56,10 @@ def cpu_by_role(procs: dict[str, list[psutil.Process]], seconds: float) -> dict[
 
     before = times()
     time.sleep(seconds)
-    after = times()
-    used: dict = {}
-    for role, group in procs.items():
-        used[role] = round(sum(after.get(p.pid, 0) - before.get(p.pid, 0) for p in group) / seconds, 3)
-    rest = sorted(((after.get(p.pid, 0) - before.get(p.pid, 0), p) for p in procs.get("rest", [])),
-                  key=lambda item: -item[0])
-    used["rest_top"] = {_short_name(p): round(cpu / seconds, 3) for cpu, p in rest[:6] if cpu > 0}
+    spent = {pid: cpu - before.get(pid, 0) for pid, cpu in times().items()}
+    used: dict = {role: round(sum(spent.get(p.pid, 0) for p in group) / seconds, 3) for role, group in procs.items()}
+    rest = sorted(procs.get("rest", []), key=lambda p: -spent.get(p.pid, 0))
+    used["rest_top"] = {_short_name(p): round(spent[p.pid] / seconds, 3) for p in rest[:6] if spent.get(p.pid, 0) > 0}
     return used
 
 
@@ -101,7 +100,9 @@ def top_functions(raw: Path, limit: int = 25) -> dict[str, list]:
         own[frames[-1]] += n
         for frame in set(frames):
             inclusive[frame] += n
-    share = (lambda c: [(name, round(100 * n / total, 1)) for name, n in c.most_common(limit)]) if total else list
+    def share(counts: collections.Counter) -> list:
+        return [(name, round(100 * n / total, 1)) for name, n in counts.most_common(limit)] if total else []
+
     return {"samples": total, "own_pct": share(own), "inclusive_pct": share(inclusive)}
 
 
@@ -125,8 +126,6 @@ def main() -> None:
     parser.add_argument("--overrides", default="{}", help="JSON settings overrides for the app")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-
-    import json
 
     from bench._load import wrk_embeddings
     from bench._stack import write_results

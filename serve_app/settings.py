@@ -58,8 +58,9 @@ class IngressSettings(StrictModel):
         "this many texts (0: one call per request); only where the embedder has no fallback deployment")
     coalesce_max_inflight: int = Field(1, ge=1, description="merged embedding calls in flight per model and replica")
     coalesce_max_wait_ms: float = Field(
-        8.0, ge=0, le=1000, description="under load (the last merged call carried several requests), how long a "
-        "request that finds the model free may wait for as many as that call carried (0: it leaves at once)")
+        8.0, ge=0, le=1000, description="how long a request that finds the model free may wait for as many "
+        "requests as were in play when the last merged call ended (0: it leaves at once); waits stop for a second "
+        "when most of that call's clients did not come back within one")
 
 
 class StorageSettings(StrictModel):

@@ -86,18 +86,11 @@ class Coalescer(Generic[Item, Result]):
         except asyncio.CancelledError:
             if waiting in lane.waiting:  # gone before its call left: it will not be sent
                 lane.waiting.remove(waiting)
-                if not lane.waiting:  # nobody left to wait for company
-                    self._stop_waiting(lane)
+                if not lane.waiting:  # nobody left to wait for company (a pending timer finds nothing to send)
+                    lane.hold_until = None
             raise
         request_trace.extend(trace)  # the routing record of the call this request rode in
         return results
-
-    @staticmethod
-    def _stop_waiting(lane: _Lane[Item]) -> None:
-        if lane.timer is not None:
-            lane.timer.cancel()
-            lane.timer = None
-        lane.hold_until = None
 
     def _dispatch(self, key: Hashable, lane: _Lane[Item]) -> None:
         if lane.timer is not None:  # whatever it waited for is decided now
