@@ -11,13 +11,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from serve_app.bootstrap import create_api_key, create_user
-from serve_app.settings import load_settings
-from serve_app.storage.embedded import EmbeddedPostgres, EmbeddedRedis
-
 
 @contextmanager
 def local_stack(profile: str = "cpu"):
+    # Imported here so that write_results and percentile need none of the app's dependencies.
+    from serve_app.bootstrap import create_api_key, create_user
+    from serve_app.settings import load_settings
+    from serve_app.storage.embedded import EmbeddedPostgres, EmbeddedRedis
+
     data_dir = Path(tempfile.mkdtemp(prefix="eduserve-bench-"))
     models_dir = load_settings(profile).prepared_models_dir  # what `make models` prepared
     postgres, redis = EmbeddedPostgres(data_dir), EmbeddedRedis(data_dir)

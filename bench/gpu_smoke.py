@@ -212,33 +212,53 @@ def stage_serve(checks: Checks, models: dict[str, Path], device: str, streams: i
             ray.shutdown()
 
 
+def build_models(root: Path, stages: list[str]) -> dict[str, Path]:
+    """The tiny models, built under `root` (kept there: a second run, or a GPU node without the packaged
+    MiniLM, reuses them). The LoRA needs the prepared SmolLM2 and only the serve stage uses it."""
+    from tests.support.tiny_models import build_lora_adapter, build_tiny_cross_encoder, build_tiny_encoder
+
+    builders = {"encoder": (build_tiny_encoder, ()), "cross_encoder": (build_tiny_cross_encoder, ())}
+    if "serve" in stages:
+        from serve_app.settings import load_settings
+
+        prepared = load_settings("cpu").prepared_models_dir
+        builders["lora"] = (build_lora_adapter, (prepared / "smollm2-135m-instruct" / "hf",))
+    models = {}
+    for name, (build, args) in builders.items():
+        path = root / name
+        models[name] = path if path.is_dir() and any(path.iterdir()) else build(path, *args)
+    return models
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     parser.add_argument("--streams", type=int, default=None, help="concurrent streams (200 on cuda, 16 on cpu)")
+    parser.add_argument("--stages", default="backends,serve",
+                        help="comma-separated: backends (needs FlagEmbedding and torch only), serve (Ray, vLLM)")
+    parser.add_argument("--tiny-models", default=None, help="folder for the tiny models, reused when present")
     parser.add_argument("--out", default=str(Path(__file__).parent / "out" / "gpu_smoke.json"))
     args = parser.parse_args()
     streams = args.streams or (200 if args.device == "cuda" else 16)
+    stages = [stage.strip() for stage in args.stages.split(",") if stage.strip()]
+    if not set(stages) <= {"backends", "serve"}:
+        parser.error(f"unknown stage in {args.stages!r}")
 
     from bench._stack import write_results
-    from serve_app.settings import load_settings
-    from tests.support.tiny_models import build_lora_adapter, build_tiny_cross_encoder, build_tiny_encoder
 
     started = time.perf_counter()
-    root = Path(tempfile.mkdtemp(prefix="eduserve-gpu-smoke-"))
-    prepared = load_settings("cpu").prepared_models_dir
-    models = {
-        "encoder": build_tiny_encoder(root / "tiny-bge-m3"),
-        "cross_encoder": build_tiny_cross_encoder(root / "tiny-bge-reranker"),
-        "lora": build_lora_adapter(root / "lora-smoke", prepared / "smollm2-135m-instruct" / "hf"),
-    }
+    root = Path(args.tiny_models) if args.tiny_models else Path(tempfile.mkdtemp(prefix="eduserve-gpu-smoke-"))
+    models = build_models(root, stages)
     checks = Checks()
-    print("stage 1: backends", flush=True)
-    stage_backends(checks, models, args.device)
-    print("stage 2: the gpu profile on Ray Serve", flush=True)
-    streams_result = stage_serve(checks, models, args.device, streams)
+    streams_result = None
+    if "backends" in stages:
+        print("stage 1: backends", flush=True)
+        stage_backends(checks, models, args.device)
+    if "serve" in stages:
+        print("stage 2: the gpu profile on Ray Serve", flush=True)
+        streams_result = stage_serve(checks, models, args.device, streams)
     results = {
-        "date": time.strftime("%Y-%m-%d %H:%M"), "device": args.device, "passed": checks.passed,
+        "date": time.strftime("%Y-%m-%d %H:%M"), "device": args.device, "stages": stages, "passed": checks.passed,
         "wall_s": round(time.perf_counter() - started, 1), "streams": streams_result, "checks": checks.results,
     }
     write_results(results, args.out)

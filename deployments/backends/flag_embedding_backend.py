@@ -90,7 +90,8 @@ class FlagRerankBackend:
 
         options = dict(spec.options)
         self.max_seq_length = int(options.pop("max_length", 512))
-        flag = FlagReranker(
+        # Kept for the backend's lifetime: FlagEmbedding's wrappers move their model to the CPU when collected.
+        self._flag = FlagReranker(
             resolve_model_source(spec.model),
             devices=device.torch_device,
             use_fp16=device.dtype == "float16",
@@ -98,8 +99,8 @@ class FlagRerankBackend:
             max_length=self.max_seq_length,
             **options,
         )
-        self.tokenizer = flag.tokenizer
-        self._model = _on_device(flag.model, device)
+        self.tokenizer = self._flag.tokenizer
+        self._model = _on_device(self._flag.model, device)
         self._device = device.torch_device
         self._torch = torch
 

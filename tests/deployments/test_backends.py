@@ -164,3 +164,24 @@ def test_exported_encoder_refuses_a_folder_without_its_graph(tmp_path, backend):
 
     with pytest.raises(ModelSourceError, match="prepare-models"):
         make(EMBEDDING_BACKENDS, backend, tmp_path)
+
+
+@pytest.mark.parametrize(("registry", "backend", "model", "options"), [
+    (RERANK_BACKENDS, "flag-reranker", "cross_encoder", {}),
+    (EMBEDDING_BACKENDS, "flag-embedding", "encoder", {"model_class": "m3"}),
+])
+def test_flag_backends_keep_their_model_on_the_device(tiny_models, monkeypatch, registry, backend, model, options):
+    """FlagEmbedding's wrappers move their model to the CPU when they are garbage-collected (`__del__` calls
+    `stop_self_pool`, which does `model.to("cpu")`). A backend that kept the model but dropped the wrapper had its
+    GPU model moved under it: every rerank on CUDA then failed with tensors on two devices (found by the GPU smoke
+    test). On CPU the move is invisible, so the test watches for the wrapper's teardown itself."""
+    import gc
+
+    from FlagEmbedding.abc.inference import AbsEmbedder, AbsReranker
+
+    stopped = []
+    for wrapper in (AbsEmbedder, AbsReranker):
+        monkeypatch.setattr(wrapper, "stop_self_pool", lambda self: stopped.append(getattr(self, "model", None)))
+    instance = make(registry, backend, tiny_models[model], **options)
+    gc.collect()
+    assert not any(model is instance._model for model in stopped)
