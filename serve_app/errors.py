@@ -38,6 +38,7 @@ class ErrorCode(Enum):
     OVERLOADED = ("overloaded", 503, "server_overloaded")
     MODEL_UNAVAILABLE = ("model_unavailable", 503, "server_error")
     DATABASE_UNAVAILABLE = ("database_unavailable", 503, "server_error")
+    SERVICE_UNAVAILABLE = ("service_unavailable", 503, "server_error")  # no ingress replica answered
     CONFLICT = ("conflict", 409, "invalid_request_error")
     CONTEXT_LENGTH_EXCEEDED = ("context_length_exceeded", 400, "invalid_request_error")
     CONTENT_BLOCKED = ("content_blocked", 400, "invalid_request_error")

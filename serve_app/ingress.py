@@ -9,6 +9,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from serve_app.api import create_api
+from serve_app.proxy_error_page import install_error_page
 from serve_app.settings import Settings
 
 
@@ -27,6 +28,10 @@ class Ingress:
         self.settings = settings
         self.handles = {role: {slot: _in_this_replica(handle) for slot, handle in slots.items()}
                         for role, slots in handles.items()}
+        install_error_page()
+
+    def check_health(self) -> None:
+        install_error_page()  # back over Ray's, should HAProxy's manager have restarted and rewritten it
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         # Serve calls this after __init__, in the replica: the app and its state never cross a process boundary;

@@ -1,0 +1,49 @@
+"""An ingress replica dying under a request: the client gets the service's 503 with Retry-After in the one error
+shape (not HAProxy's or Serve's bare 500), and the replacement replica serves the next request."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import APP_NAME, LLM_MODEL
+from tests.support.wait import wait_for
+
+pytestmark = pytest.mark.disruptive
+
+
+def _ingress_actor():
+    import ray
+
+    (name,) = [actor["name"] for actor in ray.util.list_named_actors(all_namespaces=True)
+               if actor["name"].startswith(f"SERVE_REPLICA::{APP_NAME}#Ingress#")]
+    return ray.get_actor(name, namespace="serve")
+
+
+def test_an_ingress_replica_killed_mid_request_answers_503_in_the_error_shape(client, anonymous):
+    import ray
+
+    answer: dict[str, httpx.Response] = {}
+
+    def slow_request() -> None:
+        answer["response"] = client.post("/v1/chat/completions", json={
+            "model": LLM_MODEL, "max_tokens": 400, "temperature": 0, "ignore_eos": True,
+            "messages": [{"role": "user", "content": "Write a long story about a lighthouse."}]})
+
+    ingress = _ingress_actor()
+    request = threading.Thread(target=slow_request)
+    request.start()
+    time.sleep(1.5)  # the completion is generating: the ingress holds the request
+    assert "response" not in answer, "the request ended before the ingress was killed"
+    ray.kill(ingress, no_restart=False)
+    request.join(60)
+    response = answer["response"]
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "service_unavailable"
+    assert int(response.headers["retry-after"]) > 0
+
+    wait_for(lambda: anonymous.get("/readyz").status_code == 200, 120, "a replacement ingress replica")
+    assert client.post("/v1/embeddings", json={"input": "after"}).status_code == 200
