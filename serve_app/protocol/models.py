@@ -14,7 +14,8 @@ class ModelCard(BaseModel):
     owned_by: str = "eduserve"
     role: str = Field(description="embedder, reranker, ...")
     aliases: list[str] = Field(default_factory=list)
-    status: dict[str, Any] | None = Field(None, description="a replica's report: device, active backend, batching")
+    status: dict[str, Any] | None = Field(
+        None, description="for an admin: the replicas' reports (device, active backend, batching, routing); else null")
 
 
 class ModelList(BaseModel):

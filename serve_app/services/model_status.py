@@ -77,15 +77,17 @@ class ModelStatus:
                 loaded.setdefault(model_id, set()).add(report["replica"])
         return {model_id: sorted(replicas) for model_id, replicas in loaded.items()}
 
-    async def list_models(self) -> dict[str, Any]:
-        statuses = await self._all_status()
-        multiplexing_roles = sorted({m.role for m in self.catalog.multiplexed.values()})
+    async def list_models(self, with_status: bool = True) -> dict[str, Any]:
+        """Every served model; with `with_status`, each with its role's replica reports (operators' view: nodes,
+        pids, paths, routing counters), else without asking any replica."""
+        statuses = await self._all_status() if with_status else {}
+        multiplexing_roles = sorted({m.role for m in self.catalog.multiplexed.values()}) if with_status else []
         loaded = dict(zip(multiplexing_roles, await asyncio.gather(*(self._loaded_on(r) for r in multiplexing_roles)),
                           strict=True))
         data = []
         for model in self.catalog.models():
             status = statuses.get(model.role)
-            if model.multiplexed_id is not None:
+            if model.multiplexed_id is not None and with_status:
                 status = {"multiplexed": True, "deployment": self.routers[model.role].primary.name,
                           "loaded_on": loaded.get(model.role, {}).get(model.multiplexed_id, [])}
             data.append({"id": model.name, "object": "model", "created": self.started, "owned_by": "eduserve",

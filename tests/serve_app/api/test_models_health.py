@@ -83,3 +83,19 @@ def test_cli_prints_its_version():
     command = Path(sys.executable).with_name("eduserve")  # the installed console script
     out = subprocess.run([str(command), "--version"], capture_output=True, text=True, check=True).stdout
     assert out.strip() == f"eduserve {version('eduserve')}"
+
+
+def test_only_an_admin_sees_the_replicas_reports(cpu_app, client):
+    """Nodes, pids, model paths and routing counters are operators' business: a student gets the OpenAI card."""
+    from tests.support.accounts import new_student
+
+    student = new_student(cpu_app, "models")
+    try:
+        cards = student.get("/v1/models").json()["data"]
+        assert {card["role"] for card in cards} >= {"embedder", "reranker", "llm"}
+        assert all(card["status"] is None for card in cards)
+        assert student.get("/v1/models/all-minilm-l6-v2").json()["status"] is None
+    finally:
+        student.close()
+    assert all(card["status"] for card in client.get("/v1/models").json()["data"])
+    assert client.get("/v1/models/all-minilm-l6-v2").json()["status"]["ok"]
