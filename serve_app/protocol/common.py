@@ -17,35 +17,55 @@ def _path_part(key: Any) -> str:
     return text if _FIELD_NAME.fullmatch(text) else "*"
 
 
-def nul_location(value: Any) -> str | None:
-    """Where in a JSON value (a dotted path; "" for the value itself) a string or key holds a NUL character.
+NUL = "NUL characters (\\u0000)"
+SURROGATE = "unpaired surrogates (\\ud800-\\udfff)"
+
+
+def _text_problem(text: str) -> str | None:
+    """What makes `text` unusable: a NUL character (PostgreSQL cannot store one), or an unpaired surrogate (JSON
+    can carry one as an escape, but it is no character: UTF-8, the tokenizers and the database all refuse it)."""
+    if "\x00" in text:
+        return NUL
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return SURROGATE
+    return None
+
+
+def invalid_text_location(value: Any) -> tuple[str, str] | None:
+    """Where in a JSON value (a dotted path; "" for the value itself) a string or key is not valid text, and why.
     Iterative: a deeply nested body cannot exhaust the stack."""
     stack: list[tuple[str, Any]] = [("", value)]
     while stack:
         path, item = stack.pop()
         if isinstance(item, str):
-            if "\x00" in item:
-                return path
+            problem = _text_problem(item)
+            if problem:
+                return path, problem
             continue
         children = item.items() if isinstance(item, dict) else enumerate(item) if isinstance(item, list) else ()
         for key, child in children:
             where = f"{path}.{_path_part(key)}" if path else _path_part(key)
-            if isinstance(key, str) and "\x00" in key:
-                return where
+            problem = _text_problem(key) if isinstance(key, str) else None
+            if problem:
+                return where, problem
             stack.append((where, child))
     return None
 
 
 class RequestModel(BaseModel):
-    """Base of every request body. Text holding a NUL character (U+0000) is refused here, naming the field:
-    PostgreSQL cannot store one in text or jsonb, and no client means to send one."""
+    """Base of every request body. Text that is not valid text (a NUL character, an unpaired surrogate) is refused
+    here, naming the field: PostgreSQL cannot store it, the models cannot read it, and no client means to send it."""
 
     @model_validator(mode="before")
     @classmethod
-    def _no_nul_characters(cls, data: Any) -> Any:
-        where = nul_location(data)
-        if where is not None:
-            raise ValueError(f"{where or 'body'}: text must not contain NUL characters (\\u0000)")
+    def _only_valid_text(cls, data: Any) -> Any:
+        found = invalid_text_location(data)
+        if found is not None:
+            where, problem = found
+            raise ValueError(f"{where or 'body'}: text must not contain {problem}")
         return data
 
 

@@ -1,7 +1,10 @@
-"""Odd input that once answered 500: NUL characters anywhere a text reaches PostgreSQL, and numbers past what
-the database holds. Each is a 4xx in the one error shape, and the service stays healthy after it."""
+"""Odd input that once answered 500 (or a model's 422): NUL characters anywhere a text reaches PostgreSQL, unpaired
+surrogates, and numbers past what the database holds. Each is a 4xx in the one error shape, and the service stays
+healthy after it."""
 
 from __future__ import annotations
+
+import json
 
 import httpx
 import pytest
@@ -43,6 +46,25 @@ def test_a_nul_character_in_any_body_text_is_refused_by_name(student, method, pa
     response = getattr(student, method)(path, json=body)
     assert_refused(response)
     assert "NUL" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), [
+    ("post", "/v1/embeddings", {"input": "a\ud800b"}),
+    ("post", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi \udfff"}], "max_tokens": 2}),
+    ("post", "/v1/completions", {"prompt": "\ud83d", "max_tokens": 2}),
+    ("post", "/v1/rerank", {"query": "q", "documents": ["ok", "\ud800"]}),
+    ("post", "/v1/moderations", {"input": "x\ud800"}),
+    ("post", "/v1/audio/speech", {"input": "hello \ud800", "voice": "heart"}),
+    ("post", "/v2/chat", {"title": "\ud800"}),
+    ("post", "/v2/rag/search", {"query": "\udc00"}),
+    ("put", "/v2/profiles/me", {"interests": ["maths", "\ud800"]}),
+])
+def test_an_unpaired_surrogate_in_any_body_text_is_refused_by_name(student, method, path, body):
+    """JSON may carry a lone surrogate as an escape (`"\\ud800"`); it is no character, so the field is named in a
+    400/422 before a tokenizer or the database meets it (they answered a model's 422 or a bare validation error)."""
+    response = getattr(student, method)(path, content=json.dumps(body), headers={"content-type": "application/json"})
+    assert_refused(response)
+    assert "surrogate" in response.json()["error"]["message"]
 
 
 def test_a_nul_in_a_chat_turn_is_refused_before_anything_is_stored(student):
