@@ -9,6 +9,9 @@ RayService), not to the app's config. Measured in bench/RESULTS.md ("Ray Serve's
 - RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE=1: but not its log buffer, which holds 1000 lines in memory until an
   ERROR: at low traffic a request's log lines (and its request id) would show up minutes late, or be lost with a
   killed replica.
+- RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S=2: the controller checks each node's proxy (with HAProxy on, that HAProxy is
+  running) every 2 s instead of 10, and restarts it after 3 failed checks: a crashed HAProxy took the node's HTTP
+  port away for ~31 s, ~8 s with this (bench/RESULTS.md).
 - RAY_SERVE_USE_GRPC_BY_DEFAULT=0: but not its gRPC transport between replicas: over gRPC a replica's exception
   reaches the caller unwrapped (not as a RayTaskError), so the ingress's routing could not tell a model's fault from
   its own and answered 500 (an engine death, a TTS input refused); measured no faster (bench/RESULTS.md).
@@ -23,6 +26,7 @@ SERVE_ENV: dict[str, str] = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
     "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
     "RAY_SERVE_USE_GRPC_BY_DEFAULT": "0",
+    "RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S": "2",
 }
 
 
