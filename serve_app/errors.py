@@ -113,7 +113,7 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
         if item.get("type") == "json_invalid":
             return f"request body is not valid JSON: {item.get('ctx', {}).get('error', 'parse error')}", None
         loc = [str(p) for p in item.get("loc", ()) if p not in ("body", "query", "path", "header")]
-        field = ".".join(loc) or "body"
+        field = ".".join(loc) or item.get("ctx", {}).get("field") or "body"  # a whole-body check names its field
         fields.append(field)
         parts.append(f"{field}: {item.get('msg', 'invalid')}")
     return "; ".join(parts[:10]) or "invalid request", (fields[0] if fields and fields[0] != "body" else None)

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import langcodes
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 _FIELD_NAME = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 
@@ -17,6 +18,7 @@ def _path_part(key: Any) -> str:
     return text if _FIELD_NAME.fullmatch(text) else "*"
 
 
+INVALID_TEXT = "invalid_text"  # the validation error type of text that is not valid text
 NUL = "NUL characters (\\u0000)"
 SURROGATE = "unpaired surrogates (\\ud800-\\udfff)"
 
@@ -65,7 +67,9 @@ class RequestModel(BaseModel):
         found = invalid_text_location(data)
         if found is not None:
             where, problem = found
-            raise ValueError(f"{where or 'body'}: text must not contain {problem}")
+            # The field is in the context: a whole-body check has no location of its own (serve_app/errors.py).
+            raise PydanticCustomError(INVALID_TEXT, "text must not contain {problem}",
+                                      {"problem": problem, "field": where or "body"})
         return data
 
 

@@ -43,8 +43,8 @@ async def _login_fields(request: Request) -> LoginRequest:
             return LoginRequest(email=str(form.get("username", "")), password=str(form.get("password", "")))
         return LoginRequest.model_validate_json(await request.body())
     except ValidationError as exc:
-        # Field names only, never values; a whole-body check (NUL characters) says what it found in its message.
-        fields = ", ".join(".".join(str(p) for p in e["loc"]) or e["msg"].removeprefix("Value error, ")
+        # Field names only, never values; a whole-body check (invalid text) names its field and what it found.
+        fields = ", ".join(".".join(str(p) for p in e["loc"]) or f"{e.get('ctx', {}).get('field', 'body')}: {e['msg']}"
                            for e in exc.errors())
         raise EduserveError(ErrorCode.VALIDATION_ERROR, f"invalid login request: {fields}") from None
 

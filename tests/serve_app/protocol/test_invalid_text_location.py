@@ -30,3 +30,21 @@ def test_a_deeply_nested_body_does_not_exhaust_the_stack():
     for _ in range(50_000):
         body = [body]
     assert invalid_text_location(body) == (".".join(["0"] * 50_000), NUL)
+
+
+def test_a_request_model_refusing_invalid_text_names_the_field_for_the_error_shape():
+    """The whole-body check has no location of its own: the field travels in the error's context, and the one
+    validation handler makes it the message's subject and OpenAI's `param`."""
+    import pytest
+    from fastapi.exceptions import RequestValidationError
+    from pydantic import ValidationError
+
+    from serve_app.errors import _describe_validation
+    from serve_app.protocol.common import RequestModel
+
+    with pytest.raises(ValidationError) as caught:
+        RequestModel.model_validate({"messages": [{"content": "hi \ud800"}]})
+    errors = [{**error, "loc": ("body", *error["loc"])} for error in caught.value.errors()]
+    message, param = _describe_validation(RequestValidationError(errors))
+    assert message == f"messages.0.content: text must not contain {SURROGATE}"
+    assert param == "messages.0.content"
