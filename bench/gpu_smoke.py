@@ -92,16 +92,14 @@ def check_telemetry(checks: Checks, torch_device: str) -> None:
 
     import pynvml
 
-    from deployments.gpu_stats import read_gpu_stats
+    from deployments.gpu_stats import _device_handle, read_gpu_stats
 
     stats = read_gpu_stats(torch_device, 0.25) or {}
     checks.check("GPU telemetry: the GPU's temperature", "gpu_temperature_c" in stats, stats)
     checks.check("GPU telemetry: this process's memory over its 0.25 share",
                  0 < stats.get("gpu_memory_used_fraction", 0) <= 1, stats)
     pynvml.nvmlInit()
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip() or "0"
-    uuid = visible if visible.startswith(("GPU-", "MIG-")) else \
-        pynvml.nvmlDeviceGetUUID(pynvml.nvmlDeviceGetHandleByIndex(int(visible)))
+    uuid = pynvml.nvmlDeviceGetUUID(_device_handle(pynvml))  # the GPU gpu_stats finds by index, named by UUID
     uuid = uuid.decode() if isinstance(uuid, bytes) else uuid
     saved = os.environ.get("CUDA_VISIBLE_DEVICES")
     os.environ["CUDA_VISIBLE_DEVICES"] = uuid  # read by gpu_stats only: CUDA is already initialised

@@ -106,14 +106,20 @@ def error_response(code: ErrorCode, message: str, headers: dict[str, str] | None
     return JSONResponse(error_body(code, message, param), status_code=code.status, headers=headers)
 
 
+def validation_field(item: dict[str, Any]) -> str:
+    """The field a validation error is about: its location, or the field a whole-body check (invalid text, which
+    has no location of its own) put in its context; "body" when neither says."""
+    loc = [str(p) for p in item.get("loc", ()) if p not in ("body", "query", "path", "header")]
+    return ".".join(loc) or (item.get("ctx") or {}).get("field") or "body"
+
+
 def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
     """A readable message for the first errors, and the first field at fault."""
     parts, fields = [], []
     for item in exc.errors():
         if item.get("type") == "json_invalid":
             return f"request body is not valid JSON: {item.get('ctx', {}).get('error', 'parse error')}", None
-        loc = [str(p) for p in item.get("loc", ()) if p not in ("body", "query", "path", "header")]
-        field = ".".join(loc) or item.get("ctx", {}).get("field") or "body"  # a whole-body check names its field
+        field = validation_field(item)
         fields.append(field)
         parts.append(f"{field}: {item.get('msg', 'invalid')}")
     return "; ".join(parts[:10]) or "invalid request", (fields[0] if fields and fields[0] != "body" else None)

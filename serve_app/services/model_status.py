@@ -80,10 +80,12 @@ class ModelStatus:
     async def list_models(self, with_status: bool = True) -> dict[str, Any]:
         """Every served model; with `with_status`, each with its role's replica reports (operators' view: nodes,
         pids, paths, routing counters), else without asking any replica."""
-        statuses = await self._all_status() if with_status else {}
-        multiplexing_roles = sorted({m.role for m in self.catalog.multiplexed.values()}) if with_status else []
-        loaded = dict(zip(multiplexing_roles, await asyncio.gather(*(self._loaded_on(r) for r in multiplexing_roles)),
-                          strict=True))
+        statuses: dict[str, Any] = {}
+        loaded: dict[str, dict[str, list[str]]] = {}
+        if with_status:
+            statuses = await self._all_status()
+            roles = sorted({m.role for m in self.catalog.multiplexed.values()})
+            loaded = dict(zip(roles, await asyncio.gather(*(self._loaded_on(r) for r in roles)), strict=True))
         data = []
         for model in self.catalog.models():
             status = statuses.get(model.role)

@@ -4,7 +4,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import ValidationError
 
 from serve_app.api.deps import CurrentPrincipal, State, auth_ip_limit, client_ip
-from serve_app.errors import EduserveError, ErrorCode
+from serve_app.errors import EduserveError, ErrorCode, validation_field
 from serve_app.protocol.auth import (
     LoginRequest,
     LogoutRequest,
@@ -43,8 +43,8 @@ async def _login_fields(request: Request) -> LoginRequest:
             return LoginRequest(email=str(form.get("username", "")), password=str(form.get("password", "")))
         return LoginRequest.model_validate_json(await request.body())
     except ValidationError as exc:
-        # Field names only, never values; a whole-body check (invalid text) names its field and what it found.
-        fields = ", ".join(".".join(str(p) for p in e["loc"]) or f"{e.get('ctx', {}).get('field', 'body')}: {e['msg']}"
+        # Field names only, never values; a whole-body check (invalid text) also says what it found.
+        fields = ", ".join(validation_field(e) if e["loc"] else f"{validation_field(e)}: {e['msg']}"
                            for e in exc.errors())
         raise EduserveError(ErrorCode.VALIDATION_ERROR, f"invalid login request: {fields}") from None
 
