@@ -30,10 +30,11 @@ def check_text_limits(texts: list[str] | list[str | list[int]], max_count: int, 
             )
 
 
-def encode_vector(vector: np.ndarray, encoding_format: str) -> list[float] | str:
+def encode_vector(vector: np.ndarray, encoding_format: str) -> np.ndarray | str:
+    """base64 of little-endian float32 bytes, or the float32 vector itself (the response renders it as JSON)."""
     if encoding_format == "base64":
         return base64.b64encode(vector.astype("<f4", copy=False).tobytes()).decode("ascii")
-    return vector.tolist()
+    return np.ascontiguousarray(vector, dtype=np.float32)
 
 
 class EmbeddingService:

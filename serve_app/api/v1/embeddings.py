@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
 from ray import serve
 
 from serve_app.api.deps import State
+from serve_app.api.responses import VectorJSONResponse
 from serve_app.protocol.embeddings import EmbeddingRequest, EmbeddingResponse
 
 router = APIRouter(tags=["openai"])
@@ -18,5 +18,5 @@ async def create_embeddings(request: EmbeddingRequest, state: State):
     header_model = serve.get_multiplexed_model_id()
     if request.model is None and header_model:
         request = request.model_copy(update={"model": header_model})
-    # Returned as a prepared JSONResponse: hundreds of vectors need no second pass through pydantic.
-    return JSONResponse(await state.embeddings.create(request))
+    # Returned prepared: hundreds of vectors need no second pass through pydantic.
+    return VectorJSONResponse(await state.embeddings.create(request))
