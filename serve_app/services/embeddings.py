@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 
 from serve_app.catalog import ModelCatalog
+from serve_app.coalesce import Coalescer
 from serve_app.errors import EduserveError, ErrorCode
 from serve_app.protocol.embeddings import EmbeddingRequest
 from serve_app.routing import ModelRouter
-from serve_app.services.coalesce import Coalescer
 from serve_app.services.usage import Consumed, UsageMeter
 from serve_app.settings import IngressSettings, LimitSettings
 

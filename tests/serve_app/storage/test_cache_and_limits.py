@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from serve_app.errors import EduserveError, ErrorCode
-from serve_app.security.ratelimit import RateLimiter
+from serve_app.security.ratelimit import RateLimiter, parse_limit
 from serve_app.settings import StorageSettings
 from serve_app.storage.cache import RedisLink, TieredCache
 
@@ -89,5 +89,44 @@ async def test_rate_limits_fall_back_to_the_replica_when_redis_is_down():
             await limiter.check("2/minute", "k")
         assert error.value.code is ErrorCode.RATE_LIMITED
         assert not redis.available
+    finally:
+        await redis.close()
+
+
+async def outcomes(limiter: RateLimiter, limit: str, key: str, count: int) -> list[bool]:
+    async def one() -> bool:
+        try:
+            await limiter.check(limit, key)
+            return True
+        except EduserveError as error:
+            assert error.code is ErrorCode.RATE_LIMITED and int(error.headers["Retry-After"]) >= 1
+            return False
+
+    return list(await asyncio.gather(*(one() for _ in range(count))))
+
+
+async def test_concurrent_hits_share_redis_calls_and_count_each_hit(stores):
+    redis = RedisLink(stores.redis_url, SETTINGS)
+    limiter = RateLimiter(redis)
+    key = f"merged-{id(limiter)}"
+    try:
+        assert await outcomes(limiter, "1000/minute", key, 60) == [True] * 60
+        assert limiter._merged_hits.calls < 60  # one Redis call carried many hits...
+        stats = await limiter.shared.get_window_stats(parse_limit("1000/minute"), key)
+        assert stats.remaining == 1000 - 60  # ...and each hit is counted
+        assert not limiter._merged_hits._lanes  # a key's lane goes with its last call: keys may be many
+    finally:
+        await redis.close()
+
+
+async def test_merged_hits_admit_exactly_what_the_limit_allows_across_replicas(stores):
+    redis = RedisLink(stores.redis_url, SETTINGS)
+    first, second = RateLimiter(redis), RateLimiter(redis)
+    key = f"exact-{id(first)}"
+    try:
+        results = await asyncio.gather(outcomes(first, "25/minute", key, 20), outcomes(second, "25/minute", key, 20))
+        admitted = sum(sum(result) for result in results)
+        assert admitted == 25
+        assert await outcomes(first, "25/minute", key, 3) == [False] * 3
     finally:
         await redis.close()

@@ -1,4 +1,5 @@
-"""Concurrent requests for the same model merged into one model call in the ingress.
+"""Concurrent requests for the same model merged into one model call in the ingress (and concurrent rate-limit
+hits of one key merged into one Redis call).
 
 Each model call costs the ingress and the replica a fixed amount of CPU (a handle call, Serve's request handling on
 both sides, a batch-queue round), whatever its size. Under load, requests that arrive while this ingress replica's
@@ -60,7 +61,8 @@ class Coalescer(Generic[Item, Result]):
     At most `max_in_flight` calls per key at once; a call carries at most `max_items` items (a request larger than
     that goes alone); a request waits at most `max_wait_s` for company, and after a wait by the end of which most
     of the last call's clients had not come back, nobody waits for `pause_s`. `call` must return one result per
-    item, in order. Keys should be few (one per model): each keeps a small lane."""
+    item, in order. With a wait (`max_wait_s` > 0) each key keeps a small lane between calls, so keys should be
+    few (one per model); without one, a key's lane goes when its last call ends, so keys may be many."""
 
     def __init__(self, call: Callable[[Hashable, list[Item]], Awaitable[list[Result]]], max_items: int,
                  max_in_flight: int = 1, max_wait_s: float = 0.0, pause_s: float = 1.0):
@@ -143,6 +145,8 @@ class Coalescer(Generic[Item, Result]):
             lane.answered, lane.came_back = len(batch), 0
             if lane.waiting:
                 self._dispatch(key, lane)
+            elif not lane.in_flight and self.max_wait_s <= 0:  # nothing to remember for the next call
+                self._lanes.pop(key, None)
 
     async def _answer(self, key: Hashable, batch: list[_Waiting[Item]]) -> None:
         request_trace.start()  # this task's own trace (a copy of the context): handed to every request it carries

@@ -9,8 +9,8 @@ import asyncio
 import pytest
 
 from serve_app import request_trace
+from serve_app.coalesce import Coalescer
 from serve_app.errors import EduserveError, ErrorCode
-from serve_app.services.coalesce import Coalescer
 
 
 class Model:
