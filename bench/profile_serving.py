@@ -144,7 +144,7 @@ def main() -> None:
             results["levels"][clients] = level
             print(json.dumps({"clients": clients, "req_s": level["load"]["sentences_per_s"],
                               "p50_ms": level["load"]["p50_ms"], "per_call": level.get("requests_per_call"),
-                              "cpu": level["cpu_cores"], "idle_pct": level["idle_pct"]}), flush=True)
+                              "cpu": level["cpu_cores"], "idle_pct": level["idle_pct"], "softirq_pct": level["softirq_pct"]}), flush=True)
     write_results(results, args.out or str(Path(__file__).parent / "out" / "profile_serving.json"))
 
 
@@ -157,6 +157,7 @@ def run_level(url: str, headers: dict, clients: int, seconds: float, py_spy: boo
         f"{url}/v1/embeddings", clients, seconds, headers, think_ms=think_ms)))
     load.start()
     time.sleep(1.0)
+    procs = {**procs, "wrk": [p for p in psutil.process_iter(["name"]) if p.info["name"] == "wrk"]}  # the clients
     window = seconds - 2.5
     spies = []
     if py_spy:
@@ -180,6 +181,8 @@ def run_level(url: str, headers: dict, clients: int, seconds: float, py_spy: boo
                                                key=lambda item: -item[1]))
     spent = sum(idle_after) - sum(idle_before)
     level["idle_pct"] = round(100 * (idle_after.idle - idle_before.idle) / spent, 1) if spent else None
+    # the kernel's network stack, charged to no process
+    level["softirq_pct"] = round(100 * (idle_after.softirq - idle_before.softirq) / spent, 1) if spent else None
     load.join()
     for role, raw, spy_proc in spies:
         spy_proc.wait(timeout=60)
