@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -210,6 +211,20 @@ def test_an_api_key_can_carry_its_own_rate_limit(anonymous, client):
     for bad in ["fast", "0/minute", "5/fortnight", "3/minute\x00"]:
         response = client.post("/v2/admin/api-keys", json={"name": "x", "rate_limit": bad})
         assert response.status_code in (400, 422) and response.json()["error"]["code"], bad
+
+
+def test_a_burst_on_one_key_gets_exactly_its_limit(client, cpu_app):
+    """Concurrent hits of one key share Redis calls in the ingress: a burst of 40 on a 15/minute key still gets
+    exactly 15 answers and 25 refusals."""
+    created = client.post("/v2/admin/api-keys", json={"name": "burst", "role": "teacher", "rate_limit": "15/minute"})
+    assert created.status_code == 201, created.text
+
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(base_url=cpu_app, timeout=60, headers=bearer(created.json()["key"])) as http:
+            return [r.status_code for r in await asyncio.gather(*(http.get("/v2/auth/me") for _ in range(40)))]
+
+    statuses = asyncio.run(burst())
+    assert statuses.count(200) == 15 and statuses.count(429) == 25, statuses
 
 
 def test_the_cli_creates_a_key_with_its_own_rate_limit_and_refuses_a_bad_one(stores, admin_key, capsys):
