@@ -37,19 +37,26 @@ class RateLimiter:
         self.local = MovingWindowRateLimiter(MemoryStorage())
         self._merged_hits = Coalescer(self._hit_shared, MAX_MERGED_HITS)
 
-    async def _hit_shared(self, key: tuple[str, tuple[str, ...]], hits: list[None]) -> list[bool]:
+    async def _hit_shared(self, key: tuple[str, tuple[str, ...]], hits: list[None]) -> list[bool | None]:
         """One verdict per merged hit: all of them in one call when the window has room; otherwise one at a time
-        until the first refusal (as many admitted as fit, exactly as unmerged hits would be)."""
+        until the first refusal (as many admitted as fit, exactly as unmerged hits would be). None for each while
+        Redis is down (the call before this one found it so): the local window decides, without another wait."""
+        if not self.redis.available:
+            return [None] * len(hits)
         item, keys = parse_limit(key[0]), key[1]
-        if await self.shared.hit(item, *keys, cost=len(hits)):
-            return [True] * len(hits)
-        verdicts = [False] * len(hits)
-        if len(hits) > 1:
-            for index in range(len(hits)):
-                if not await self.shared.hit(item, *keys):
-                    break
-                verdicts[index] = True
-        return verdicts
+        try:
+            if await self.shared.hit(item, *keys, cost=len(hits)):
+                return [True] * len(hits)
+            verdicts: list[bool | None] = [False] * len(hits)
+            if len(hits) > 1:
+                for index in range(len(hits)):
+                    if not await self.shared.hit(item, *keys):
+                        break
+                    verdicts[index] = True
+            return verdicts
+        except Exception as exc:  # marked here, before the next merged call of any key can leave
+            self.redis.mark_down(exc)
+            raise
 
     async def _hit(self, limiter: MovingWindowRateLimiter, item: RateLimitItem, keys: tuple[str, ...],
                    allowed: bool | None = None) -> tuple[bool, float]:
@@ -67,7 +74,8 @@ class RateLimiter:
         if self.redis.available:
             try:
                 [allowed] = await self._merged_hits.submit((limit, keys), [None])
-                result = await self._hit(self.shared, item, keys, allowed)
+                if allowed is not None:
+                    result = await self._hit(self.shared, item, keys, allowed)
             except Exception as exc:  # limits wraps storage errors; any of them means "use the local window"
                 self.redis.mark_down(exc)
         if result is None:

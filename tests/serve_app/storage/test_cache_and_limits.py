@@ -130,3 +130,24 @@ async def test_merged_hits_admit_exactly_what_the_limit_allows_across_replicas(s
         assert await outcomes(first, "25/minute", key, 3) == [False] * 3
     finally:
         await redis.close()
+
+
+async def test_hits_queued_behind_a_hung_redis_call_do_not_wait_it_out_again():
+    """Redis accepts but never answers: the first merged call waits out the socket timeout (1 s); the hits queued
+    behind it go to the local window at once, not through a second timeout."""
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(-1)
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    redis = RedisLink(f"redis://127.0.0.1:{port}/0", SETTINGS.model_copy(update={"redis_timeout_s": 1.0}))
+    limiter = RateLimiter(redis)
+    redis.mark_up()  # its first metric import (~0.8 s outside Ray) before the clock starts
+    try:
+        started = asyncio.get_running_loop().time()
+        assert await outcomes(limiter, "100/minute", "hung", 10) == [True] * 10
+        assert asyncio.get_running_loop().time() - started < 1.6  # one timeout, not two
+        assert not redis.available
+    finally:
+        await redis.close()
+        server.close()
