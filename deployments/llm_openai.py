@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from deployments.backends.llm_base import SamplingParams, unhonoured_fields
+from deployments.backends.llm_base import PROMPT_FIELD, SamplingParams, unhonoured_fields
 from deployments.common import Refusal
 from deployments.llm_text import IncrementalDecoder, finish_reason, render_prompt, usage
 
@@ -125,7 +125,7 @@ class TokenLevelOpenAI:
             raise RequestRefused(
                 f"This model's maximum context length is {self.context_length} tokens. However, you requested "
                 f"{max_tokens} output tokens and your prompt contains {longest} input tokens, for a total of "
-                f"{longest + max_tokens} tokens.", "input_tokens")
+                f"{longest + max_tokens} tokens.", PROMPT_FIELD[kind])
         params = SamplingParams(max_tokens=int(max_tokens), temperature=temperature,
                                 top_p=float(body["top_p"]) if body.get("top_p") is not None else 1.0,
                                 seed=body.get("seed"))

@@ -63,6 +63,10 @@ class LLMBackend(Protocol):
     # `openai_stream(kind, body)`, an OpenAI serving layer of the engine's own.
 
 
+# The request field that holds the prompt, by kind of OpenAI request: what an error about the prompt as a whole
+# (past the context, a token id outside the vocabulary) names in `param`, as OpenAI's errors do.
+PROMPT_FIELD = {"chat": "messages", "completion": "prompt"}
+
 # OpenAI request fields that never change what is generated: every engine accepts them.
 NEUTRAL_FIELDS = frozenset({"model", "user", "metadata", "store", "service_tier", "stream", "stream_options",
                             "parallel_tool_calls", "prompt_cache_key", "safety_identifier"})

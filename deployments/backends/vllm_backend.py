@@ -17,9 +17,10 @@ import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from typing import Any
 
-from deployments.backends.llm_base import LoRAAdapter, SamplingParams, unhonoured_fields
+from deployments.backends.llm_base import PROMPT_FIELD, LoRAAdapter, SamplingParams, unhonoured_fields
 from deployments.common import DeviceInfo, Refusal
 from deployments.spec import BackendSpec
 
@@ -125,16 +126,20 @@ class VLLMBackend:
     async def openai(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
         """A whole chat completion or text completion (`kind`: chat | completion), or a Refusal for a request the
         model cannot take. Engine failures raise: they are the replica's, not the caller's."""
+        from vllm.entrypoints.serve.engine.protocol import ErrorResponse
+
         serving, request = self._request(kind, body)
         if isinstance(request, Refusal):
             return request
         try:
             response = await self._create(kind, serving, request)
         except _caller_errors() as exc:
-            return _error(serving, exc)
+            return _error(kind, serving, exc)
         if isinstance(response, AsyncIterator):  # stream=true sent to the whole-answer method
             await response.aclose()
-            return _error(serving, ValueError("stream must be false here"))
+            return _error(kind, serving, ValueError("stream must be false here"))
+        if isinstance(response, ErrorResponse):
+            return _refusal(kind, response.error)
         return response.model_dump()
 
     async def openai_stream(self, kind: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
@@ -147,10 +152,10 @@ class VLLMBackend:
         try:
             response = await self._create(kind, serving, request)
         except _caller_errors() as exc:
-            yield _error(serving, exc)
+            yield _error(kind, serving, exc)
             return
         if not isinstance(response, AsyncIterator):  # an ErrorResponse
-            yield Refusal.from_openai(response.error)
+            yield _refusal(kind, response.error)
             return
         try:
             async for event in response:
@@ -160,7 +165,7 @@ class VLLMBackend:
                         continue
                     event = json.loads(data)
                     if "error" in event:  # vLLM's streaming error event: the stream ends here
-                        yield Refusal.from_openai(event["error"])
+                        yield _refusal(kind, event["error"])
                         return
                     yield event
         finally:
@@ -176,9 +181,9 @@ class VLLMBackend:
         try:
             request = model.model_validate(body)
         except ValidationError as exc:
-            return serving, _error(serving, ValueError(_validation_message(exc)))
+            return serving, _error(kind, serving, ValueError(_validation_message(exc)))
         except _caller_errors() as exc:  # vLLM's own validators raise VLLMValidationError, not a ValueError
-            return serving, _error(serving, exc)
+            return serving, _error(kind, serving, exc)
         # vLLM accepts unknown fields and only logs them; one that asks for something (`functions`, `audio`,
         # `prediction`, ...) is refused here instead of answered as if it had not been sent.
         ignored = unhonoured_fields(request.model_extra or {}, ())
@@ -252,6 +257,20 @@ def _validation_message(exc: Exception) -> str:
     return "; ".join(parts)
 
 
-def _error(serving: Any, exc: Exception) -> Refusal:
+# What vLLM names when it refuses a prompt as a whole (its parts, not request fields).
+ENGINE_PROMPT_PARAMS = {"input_tokens", "input_text"}
+
+
+def _error(kind: str, serving: Any, exc: Exception) -> Refusal:
     """vLLM's own mapping of an exception to an OpenAI error (status in `code`), as a refusal."""
-    return Refusal.from_openai(serving.create_error_response(exc).error)
+    return _refusal(kind, serving.create_error_response(exc).error)
+
+
+def _refusal(kind: str, error: Any) -> Refusal:
+    """An engine's OpenAI error as a refusal whose `param` is a request field: a refused prompt (past the context,
+    a token id outside the vocabulary), which vLLM names by its parts or not at all, names `messages` or `prompt`,
+    as OpenAI's errors do."""
+    refused = Refusal.from_openai(error)
+    about_prompt = refused.param in ENGINE_PROMPT_PARAMS or (refused.param is None and any(
+        phrase in refused.message for phrase in ("maximum context length", "out of vocabulary")))
+    return replace(refused, param=PROMPT_FIELD[kind]) if about_prompt else refused

@@ -101,6 +101,8 @@ async def test_tool_turns_and_long_prompts_are_refused(layer):
     assert refused.param == "messages[1]"
     too_long = await layer.openai("chat", {"messages": [{"role": "user", "content": "cat " * 9000}],
                                            "max_tokens": 5})
-    assert "maximum context length is 8192" in too_long.message
+    assert "maximum context length is 8192" in too_long.message and too_long.param == "messages"
+    too_long = await layer.openai("completion", {"prompt": "cat " * 9000, "max_tokens": 5})
+    assert too_long.param == "prompt"
     greedy_many = await layer.openai("chat", {"messages": QUESTION, "n": 2, "temperature": 0})
     assert greedy_many.param == "n"

@@ -241,6 +241,19 @@ def test_a_prompt_longer_than_the_context_is_a_400(client):
     assert llm_status(client)["routing"]["breaker"] == "closed"  # the caller's mistake, not the replica's
 
 
+def test_a_prompt_the_engine_refuses_names_the_prompt_in_param(client):
+    """Out-of-vocabulary token ids and a prompt past the context: the engine refuses them without naming a field;
+    the answer names the one that holds the prompt, as OpenAI's does."""
+    cases = [("/v1/completions", {"prompt": [[504, 99_999_999]]}, "prompt"),
+             ("/v1/completions", {"prompt": "cat " * 9000}, "prompt"),
+             ("/v1/chat/completions", {"messages": [{"role": "user", "content": "cat " * 9000}]}, "messages")]
+    for path, body, param in cases:
+        for stream in (False, True):
+            response = client.post(path, json={**body, "max_tokens": 4, "stream": stream})
+            assert response.status_code == 400, response.text
+            assert response.json()["error"].get("param") == param, (path, stream, response.text)
+
+
 def test_client_disconnect_aborts_the_sequence(client):
     with client.stream("POST", "/v1/chat/completions", json={
             "messages": QUESTION, "max_tokens": 1500, "min_tokens": 1500, "temperature": 1.0, "stream": True}) as r:
@@ -340,6 +353,22 @@ def test_fields_the_engine_would_ignore_are_refused_by_name(client, field, value
                                json={"messages": QUESTION, "max_tokens": 3, "stream": stream, field: value})
         assert response.status_code == 400, response.text
         assert response.json()["error"]["param"] == field and field in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("response_format", {"type": "bogus"}),
+    ("logit_bias", {"not-a-token-id": 1}),
+    ("tool_choice", 5),
+    ("stop", 5),
+    ("seed", "lucky"),
+])
+def test_a_malformed_field_is_named_in_param(client, field, value):
+    """Malformed where the engine's own request model checks it: a 400 that names the field, as OpenAI's does."""
+    for stream in (False, True):
+        response = client.post("/v1/chat/completions",
+                               json={"messages": QUESTION, "max_tokens": 3, "stream": stream, field: value})
+        assert response.status_code == 400, response.text
+        assert (response.json()["error"]["param"] or "").split(".")[0] == field, response.text
 
 
 def test_fields_that_do_not_change_the_answer_are_accepted(sdk):
