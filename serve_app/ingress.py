@@ -9,7 +9,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from serve_app.api import create_api
-from serve_app.proxy_error_page import install_error_page
+from serve_app.proxy_error_page import install_error_page_on_every_node
 from serve_app.settings import Settings
 
 
@@ -28,10 +28,12 @@ class Ingress:
         self.settings = settings
         self.handles = {role: {slot: _in_this_replica(handle) for slot, handle in slots.items()}
                         for role, slots in handles.items()}
-        install_error_page()
+        self.paged_nodes = install_error_page_on_every_node(wait_s=10.0)
 
     def check_health(self) -> None:
-        install_error_page()  # back over Ray's, should HAProxy's manager have restarted and rewritten it
+        # This node's page back over Ray's, should HAProxy's manager have restarted and rewritten it; and the page on
+        # nodes that joined since.
+        self.paged_nodes = install_error_page_on_every_node(self.paged_nodes)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         # Serve calls this after __init__, in the replica: the app and its state never cross a process boundary;

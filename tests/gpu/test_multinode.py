@@ -59,3 +59,19 @@ def test_requests_cross_nodes(cluster_app, admin_key, tiny_models):
     assert np.min(np.sum(served * reference, axis=1)) >= 0.999
     rerank = httpx.post(f"{cluster_app}/v1/rerank", json={"query": "q", "documents": texts}, headers=auth, timeout=60)
     assert rerank.status_code == 200 and rerank.headers["x-eduserve-device"] == "gpu"
+
+
+def test_the_proxy_error_page_is_written_on_every_node(cluster_app, tmp_path):
+    """HAProxy runs on every node (proxy_location EveryNode), so a node with no ingress replica needs eduserve's
+    page too (else Ray's bare 500): a zero-CPU task pinned to each other node writes it there. (This cluster runs
+    Serve's own proxies, several HAProxies cannot share one host's ports, so the folder is given here.)"""
+    import ray
+
+    from serve_app.proxy_error_page import error_page, install_error_page_on_every_node
+
+    nodes = {node["NodeID"] for node in ray.nodes() if node["Alive"]}
+    assert len(nodes) == 2
+    assert install_error_page_on_every_node(folder=tmp_path, wait_s=60) == nodes
+    pages = list(tmp_path.glob("*/500.http"))
+    assert {page.parent.name for page in pages} == nodes
+    assert all(page.read_bytes() == error_page() for page in pages)

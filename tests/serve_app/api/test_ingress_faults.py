@@ -38,6 +38,10 @@ def test_an_ingress_replica_killed_mid_request_gives_the_503_or_a_closed_connect
         except httpx.RemoteProtocolError as closed:  # "Server disconnected without sending a response"
             answer["response"] = closed
 
+    from serve_app.proxy_error_page import error_page, haproxy_folder
+
+    (page,) = haproxy_folder().glob(f"{ray.get_runtime_context().get_node_id()}/500.http")
+    assert page.read_bytes() == error_page()  # the ingress replica put it over Ray's
     ingress = _ingress_actor()
     request = threading.Thread(target=slow_request)
     request.start()
