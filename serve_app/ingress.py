@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from fastapi import FastAPI
@@ -29,10 +30,16 @@ class Ingress:
         self.handles = {role: {slot: _in_this_replica(handle) for slot, handle in slots.items()}
                         for role, slots in handles.items()}
         self.paged_nodes = install_error_page_on_every_node(wait_s=10.0)
+        self._paging: asyncio.Future | None = None
 
-    def check_health(self) -> None:
+    async def check_health(self) -> None:
         # This node's page back over Ray's, should HAProxy's manager have restarted and rewritten it; and the page on
-        # nodes that joined since.
+        # nodes that joined since. On a worker thread, never awaited: a slow GCS must hold neither the loop nor this
+        # check.
+        if self._paging is None or self._paging.done():
+            self._paging = asyncio.get_running_loop().run_in_executor(None, self._refresh_error_pages)
+
+    def _refresh_error_pages(self) -> None:
         self.paged_nodes = install_error_page_on_every_node(self.paged_nodes)
 
     def __serve_build_asgi_app__(self) -> FastAPI:

@@ -57,3 +57,15 @@ def test_an_ingress_replica_killed_mid_request_gives_the_503_or_a_closed_connect
 
     wait_for(lambda: anonymous.get("/readyz").status_code == 200, 120, "a replacement ingress replica")
     assert client.post("/v1/embeddings", json={"input": "after"}).status_code == 200
+
+
+def test_the_error_page_comes_back_over_rays(client):
+    """A restarted HAProxy manager writes Ray's page again: the ingress's health check puts eduserve's back."""
+    import ray
+
+    from serve_app.proxy_error_page import error_page, haproxy_folder
+
+    assert client.get("/readyz").status_code == 200
+    page = haproxy_folder() / ray.get_runtime_context().get_node_id() / "500.http"
+    page.write_bytes(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n")  # as Ray writes it
+    wait_for(lambda: page.read_bytes() == error_page(), 40, "the ingress's health check to put its page back")
