@@ -47,10 +47,14 @@ class Embedder(ModelReplica):
     def _forward(self, backend: EmbeddingBackend, texts: list[str]) -> np.ndarray:
         return backend.encode(texts)
 
-    async def tokenizer_json(self) -> str:
-        """The default model's fast tokenizer, serialised: the ingress chunks documents with exactly these tokens
-        (through `tokenizers`, without torch)."""
-        return self.backend.tokenizer.backend_tokenizer.to_str()
+    async def input_window(self) -> dict[str, Any] | Refusal:
+        """The model's fast tokenizer, serialised, and how many tokens of one input it reads (special tokens
+        included): the ingress checks inputs, and chunks documents, with exactly these tokens (through
+        `tokenizers`, without torch)."""
+        backend, error = await self._select()
+        if error:
+            return error
+        return {"tokenizer": backend.tokenizer.backend_tokenizer.to_str(), "max_tokens": backend.max_seq_length}
 
     def _details(self) -> dict[str, Any]:
         if self.backend is None:

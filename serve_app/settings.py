@@ -35,6 +35,9 @@ class LimitSettings(StrictModel):
 
     max_inputs_per_request: int = Field(256, ge=1, description="texts in one /v1/embeddings request")
     max_input_chars: int = Field(32_768, ge=1, description="characters in one input text")
+    embedding_auto_truncate: bool = Field(
+        False, description="an embedding input past the model's window is cut to it (as TEI's --auto-truncate) "
+        "rather than refused, when the request does not set truncate_prompt_tokens")
     max_rerank_documents: int = Field(1000, ge=1, description="documents in one /v1/rerank request")
     max_body_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="request body size (file uploads: rag.max_document_bytes + 1 MiB)")

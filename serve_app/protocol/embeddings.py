@@ -18,6 +18,12 @@ class EmbeddingRequest(OpenAICompatibleRequest):
     )
     dimensions: int | None = Field(None, ge=1, description="accepted only when equal to the model's size")
     user: str | None = None
+    # vLLM's: an input longer than the model reads is an error unless the caller asks for it to be cut
+    truncate_prompt_tokens: int | None = Field(
+        None, ge=-1, description="cut each input to this many tokens, special ones included (-1: the model's "
+        "window); whole words are kept, so a cut input may have a few fewer")
+    truncation_side: Literal["left", "right"] = Field(
+        "right", description="with truncate_prompt_tokens: 'right' keeps the first tokens, 'left' the last")
 
     @field_validator("input", mode="before")
     @classmethod

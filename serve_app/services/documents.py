@@ -46,25 +46,9 @@ class DocumentService:
         self.collections = collections
         self.embeddings = embeddings
         self.settings = settings
-        self._tokenizer: Any = None
-        self._tokenizer_lock = asyncio.Lock()
         self._background: set[asyncio.Task] = set()
 
     # ------------------------------------------------------------------ ingestion
-
-    async def _chunker_tokenizer(self) -> Any:
-        """The embedder's own tokenizer (tokenizers, no torch), fetched once from the Embedder deployment."""
-        async with self._tokenizer_lock:
-            if self._tokenizer is None:
-                from tokenizers import Tokenizer
-
-                serialized = await self.embeddings.tokenizer_json()
-                tokenizer = Tokenizer.from_str(serialized)
-                # The model's serialised tokenizer truncates and pads to its input size; chunking needs every token.
-                tokenizer.no_truncation()
-                tokenizer.no_padding()
-                self._tokenizer = tokenizer
-            return self._tokenizer
 
     def _check(self, document: DocumentInput) -> None:
         if document.mime_type not in SUPPORTED_TYPES:
@@ -109,7 +93,7 @@ class DocumentService:
         if existing is not None:
             return {"id": existing["id"], "title": document.title, "chunks": existing["chunks"], "duplicate": True}
 
-        tokenizer = await self._chunker_tokenizer()
+        tokenizer = (await self.embeddings.window()).tokenizer  # the model's own tokens, none cut off
         # Off the event loop: tokenizing a long document takes ~0.5 s per MB.
         chunks = await asyncio.to_thread(chunk_text, text, tokenizer, self.settings.chunk_tokens,
                                          self.settings.chunk_overlap, document.mime_type in MARKDOWN_TYPES)
@@ -141,7 +125,7 @@ class DocumentService:
         vectors: list[Any] = []
         texts = [c.embedding_text() for c in chunks]
         for start in range(0, len(texts), self.settings.embed_batch):
-            batch, _ = await self.embeddings.embed(texts[start:start + self.settings.embed_batch])
+            batch, _ = await self.embeddings.embed(texts[start:start + self.settings.embed_batch], truncate=-1)
             vectors.extend(batch)
         return vectors
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from typing import Any
 
@@ -12,6 +13,7 @@ from serve_app.coalesce import Coalescer
 from serve_app.errors import EduserveError, ErrorCode
 from serve_app.protocol.embeddings import EmbeddingRequest
 from serve_app.routing import ModelRouter
+from serve_app.services.input_window import InputWindow, Side
 from serve_app.services.usage import Consumed, UsageMeter
 from serve_app.settings import IngressSettings, LimitSettings
 
@@ -45,17 +47,22 @@ class EmbeddingService:
         self.limits = limits
         self.meter = meter
         self.coalescer: Coalescer[str, tuple[np.ndarray, int]] | None = None
+        self._windows: dict[str | None, InputWindow] = {}
+        self._windows_lock = asyncio.Lock()
         # Only for a role served by one deployment: with a fallback tier, the router needs each request's own call
         # to send the overflow to the CPU deployment, where merging would hold it back behind the GPU's call.
         if ingress.coalesce_max_inputs and router.fallback is None:
             self.coalescer = Coalescer(self._embed_merged, ingress.coalesce_max_inputs, ingress.coalesce_max_inflight,
                                        ingress.coalesce_max_wait_ms / 1000)
 
-    async def embed(self, texts: list[str] | list[str | list[int]],
-                    model_id: str | None = None) -> tuple[np.ndarray, list[int]]:
+    async def embed(self, texts: list[str] | list[str | list[int]], model_id: str | None = None, *,
+                    truncate: int | None, side: Side = "right") -> tuple[np.ndarray, list[int]]:
         """Vectors of `texts` (texts or token ids; the default model unless a multiplexed one is named), after the
-        HTTP API's limits. Other services (RAG) call this too. Texts of concurrent requests share model calls."""
+        HTTP API's limits. An input longer than the model reads is refused, or cut when `truncate` is set (vLLM's
+        `truncate_prompt_tokens`; -1: the model's window). Other services (RAG) call this too. Texts of concurrent
+        requests share model calls."""
         check_text_limits(texts, self.limits.max_inputs_per_request, self.limits.max_input_chars, "input")
+        texts = (await self.window(model_id)).fit(texts, truncate, side)
         await self.meter.admit()
         if self.coalescer is None or not texts or not all(isinstance(text, str) for text in texts):
             result = await self._call(model_id, texts)
@@ -67,9 +74,15 @@ class EmbeddingService:
         self.meter.record(model, "embedding", Consumed(prompt_tokens=int(sum(token_counts))))
         return vectors, token_counts
 
-    async def tokenizer_json(self) -> str:
-        """The default model's fast tokenizer, serialised (documents are chunked with exactly its tokens)."""
-        return await self.router.call("tokenizer_json")
+    async def window(self, model_id: str | None = None) -> InputWindow:
+        """The model's tokenizer and input size, asked of the Embedder once per model."""
+        if model_id not in self._windows:
+            async with self._windows_lock:
+                if model_id not in self._windows:
+                    answer = await self.router.call("input_window", multiplexed_model_id=model_id)
+                    self._windows[model_id] = await asyncio.to_thread(
+                        InputWindow.from_model, answer["tokenizer"], answer["max_tokens"])
+        return self._windows[model_id]
 
     async def _call(self, model_id: str | None, texts: list[str] | list[str | list[int]]) -> dict[str, Any]:
         return await self.router.call("embed", texts, multiplexed_model_id=model_id)
@@ -80,7 +93,11 @@ class EmbeddingService:
 
     async def create(self, request: EmbeddingRequest) -> dict[str, Any]:
         model = self.catalog.resolve("embedder", request.model)
-        vectors, token_counts = await self.embed(request.inputs(), model.multiplexed_id)
+        truncate = request.truncate_prompt_tokens
+        if truncate is None and self.limits.embedding_auto_truncate:
+            truncate = -1
+        vectors, token_counts = await self.embed(request.inputs(), model.multiplexed_id, truncate=truncate,
+                                                 side=request.truncation_side)
         if request.dimensions is not None and request.dimensions != vectors.shape[1]:
             raise EduserveError(
                 ErrorCode.BAD_REQUEST,

@@ -85,7 +85,7 @@ class RagService:
     async def _search(self, scope: list[dict[str, Any]], params: SearchParams) -> list[dict[str, Any]]:
         """Dense and keyword candidates in one transaction (its `hnsw.ef_search`), fused, then reranked. Long on
         purpose: the two queries share the transaction and read best side by side."""
-        vectors, _ = await self.embeddings.embed([params.query])
+        vectors, _ = await self.embeddings.embed([params.query], truncate=-1)  # a long query: what the model reads
         query_vector = np.asarray(vectors[0], dtype=np.float32)
         ids = [uuid.UUID(c["id"]) for c in scope]
         limit = self.settings.candidates

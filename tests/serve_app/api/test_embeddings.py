@@ -132,7 +132,7 @@ def test_concurrent_requests_share_model_calls_and_each_gets_its_own_vectors(cli
 def test_one_request_with_many_inputs_is_split_by_the_token_budget(client):
     before = embedder_stats(client)
     long_texts = ["a long sentence " * 90 + str(i) for i in range(40)]  # truncated to 256 tokens; 40 x 256 > 8192
-    vectors = embed(client, long_texts)
+    vectors = embed(client, long_texts, truncate_prompt_tokens=-1)
     after = embedder_stats(client)
     assert vectors.shape == (40, 384)
     assert after["forward_passes"] - before["forward_passes"] >= 2
@@ -177,6 +177,67 @@ def test_token_id_input_embeds_the_text_it_stands_for(client, reference):
         assert response.status_code == 200, response.text
         for item in response.json()["data"]:
             np.testing.assert_allclose(item["embedding"], by_text, atol=1e-6)
+
+
+LONG = " ".join(f"word{i} means something else" for i in range(150))  # ~900 tokens, MiniLM reads 256
+
+
+def test_input_longer_than_the_model_reads_is_refused_not_cut(client, reference):
+    """As OpenAI and vLLM: an input past the model's window is an error naming it, not silently embedded in part.
+    Checked before texts of concurrent requests are merged, so only the offending request fails."""
+    ids = reference.tokenizer(LONG, add_special_tokens=False)["input_ids"]
+    for payload in (LONG, ["short", LONG], ids, [ids[:10], ids]):
+        response = client.post("/v1/embeddings", json={"input": payload})
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["code"] == "context_length_exceeded" and error["param"] == "input"
+        assert "256" in error["message"] and "truncate_prompt_tokens" in error["message"]
+    assert client.post("/v1/embeddings", json={"input": "short"}).status_code == 200
+
+
+def whole_words_within(tokenizer, text: str, limit: int, side: str) -> str:
+    """The most words of `text` from its start (right) or end (left) whose tokens, special ones included, fit."""
+    words = text.split(" ") if side == "right" else text.split(" ")[::-1]
+    kept: list[str] = []
+    for word in words:
+        candidate = kept + [word]
+        joined = " ".join(candidate if side == "right" else candidate[::-1])
+        if len(tokenizer(joined)["input_ids"]) > limit:
+            break
+        kept = candidate
+    return " ".join(kept if side == "right" else kept[::-1])
+
+
+@pytest.mark.parametrize("limit", [-1, 256, 40])
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_truncate_prompt_tokens_embeds_the_tokens_kept(client, reference, limit, side):
+    """vLLM's `truncate_prompt_tokens` (-1: the model's window) and `truncation_side` ('right' keeps the first
+    tokens, 'left' the last; special tokens count): a text keeps the whole words that fit, token ids exactly that
+    many ids; the vector is that of what was kept, and usage counts its tokens."""
+    kept = reference.max_seq_length if limit == -1 else limit
+    tokenizer = reference.tokenizer
+    ids = tokenizer(LONG, add_special_tokens=False)["input_ids"]
+    cut_ids = ids[:kept - 2] if side == "right" else ids[-(kept - 2):]
+    for payload, expected_text in ((LONG, whole_words_within(tokenizer, LONG, kept, side)),
+                                   (ids, tokenizer.decode(cut_ids))):
+        response = client.post("/v1/embeddings", json={
+            "input": payload, "truncate_prompt_tokens": limit, "truncation_side": side})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        expected = reference.encode(expected_text, normalize_embeddings=True)
+        assert float(np.dot(body["data"][0]["embedding"], expected)) >= 0.999
+        assert body["usage"]["prompt_tokens"] == len(tokenizer(expected_text)["input_ids"])
+    assert len(tokenizer(whole_words_within(tokenizer, LONG, kept, side))["input_ids"]) >= kept - 2
+    short = client.post("/v1/embeddings", json={"input": "hello world", "truncate_prompt_tokens": limit}).json()
+    assert short["usage"]["prompt_tokens"] == 4  # nothing to cut
+
+
+@pytest.mark.parametrize(("limit", "side"), [(257, None), (2, None), (-2, None), (10, "middle")])
+def test_truncation_settings_out_of_range_are_refused(client, limit, side):
+    payload = {"input": LONG, "truncate_prompt_tokens": limit, **({"truncation_side": side} if side else {})}
+    response = client.post("/v1/embeddings", json=payload)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == ("truncation_side" if side else "truncate_prompt_tokens")
 
 
 def test_invalid_json_and_oversized_bodies(client):
