@@ -5,20 +5,31 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from serve_app.protocol.common import LanguageTag, OpenAICompatibleRequest, RequestModel, StrictRequest
 
 READING_LEVEL = r"^(?:grade (?:[1-9]|1[0-2])|[ABC][12])$"
-AudioFormat = Literal["wav", "pcm", "flac", "mp3"]
+AudioFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
 
 
 class SpeechRequest(OpenAICompatibleRequest):
     model: str | None = None
     input: str = Field(min_length=1, max_length=4096)
     voice: str = Field("heart", description="a served voice; OpenAI's voice names map to the default voice")
-    response_format: AudioFormat = "mp3"
+    response_format: AudioFormat = Field("mp3", description="pcm: 16-bit little-endian at 24 kHz, as OpenAI's")
     speed: float = Field(1.0, ge=0.5, le=2.0)
+    stream_format: Literal["audio", "sse"] = Field(
+        "audio", description="sse: server-sent events `speech.audio.delta` (base64 audio in response_format, "
+        "sentence by sentence) and a last `speech.audio.done`")
+    instructions: str | None = Field(None, description="not taken: the served voices have no style control")
+
+    @field_validator("instructions")
+    @classmethod
+    def _no_instructions(cls, value: str | None) -> str | None:
+        if value and value.strip():
+            raise ValueError("the served voices take no instructions (OpenAI's tts-1 neither); leave it out")
+        return value
 
 
 class ModerationRequest(OpenAICompatibleRequest):

@@ -195,10 +195,12 @@ class ContentService:
         return result
 
     async def speech_stream(self, principal: Principal, text: str, voice: str | None, speed: float):
-        """(sample_rate, async iterator of float32 sentence audio); errors raised before the first byte."""
+        """(sample_rate, async iterator of float32 sentence audio). A refusal (unknown voice, ...) is raised here,
+        before any audio; a failure after the first sentence is raised by the iterator, for the route to end its
+        stream as its format allows."""
         text = await self.safety.check_input(principal, text)
         items = self.tts_router.stream("speak_stream", text, await self.voice_for(principal, voice), speed)
-        first = await anext(items)  # a refusal (unknown voice, ...) is raised here, before any audio
+        first = await anext(items)
 
         async def audio():
             samples = 0
@@ -206,8 +208,6 @@ class ContentService:
                 async for item in items:
                     samples += len(item["audio"])
                     yield item["audio"]
-            except EduserveError as exc:  # the audio is already flowing: it ends here (logged by the TTS replica)
-                logger.info("speech stream ended early: %s", exc.message)
             finally:  # counted as far as it got, also when the client left
                 seconds = samples / first["sample_rate"]
                 self.meter.record(self.tts_model, "speech", Consumed(audio_seconds=seconds))

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
 from serve_app.api.deps import CurrentPrincipal, State
+from serve_app.errors import EduserveError
 from serve_app.protocol.content import (
     SimplifyRequest,
     SimplifyResponse,
@@ -14,6 +17,7 @@ from serve_app.protocol.content import (
 from serve_app.services.audio import STREAMING_DATA_SIZE, pcm16, wav_header
 
 router = APIRouter(tags=["content"])
+logger = logging.getLogger("ray.serve.eduserve.content")
 
 
 @router.post("/v2/content/simplify", response_model=SimplifyResponse)
@@ -35,7 +39,10 @@ async def tts(body: TTSRequest, principal: CurrentPrincipal, state: State):
 
     async def wav():
         yield wav_header(sample_rate, STREAMING_DATA_SIZE)
-        async for audio in sentences:
-            yield pcm16(audio)
+        try:
+            async for audio in sentences:
+                yield pcm16(audio)
+        except EduserveError as exc:  # a WAV stream has no way to say so: it ends here (the TTS replica logs why)
+            logger.info("speech stream ended early: %s", exc.message)
 
     return StreamingResponse(wav(), media_type="audio/wav")

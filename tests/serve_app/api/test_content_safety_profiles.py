@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import uuid
 import wave
@@ -60,19 +61,71 @@ def test_speech_is_a_valid_non_silent_wav_of_plausible_length(client):
     assert np.sqrt(np.mean(audio**2)) > 0.01 and np.abs(audio).max() > 0.1
 
 
-def test_openai_sdk_speech_with_an_openai_voice_and_other_formats(cpu_app, admin_key, client):
+def decode(data: bytes) -> tuple[np.ndarray, int]:
+    """Any of the compressed formats, by FFmpeg's decoders (PyAV): float samples and their rate."""
+    import av
+
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.audio[0]
+        frames = [frame.to_ndarray().astype(np.float32).reshape(-1) for frame in container.decode(stream)]
+        scale = 32768.0 if stream.codec_context.format.name.startswith("s16") else 1.0
+        return np.concatenate(frames) / scale, stream.rate
+
+
+def test_openai_sdk_speech_in_each_of_openais_formats(cpu_app, admin_key, client):
+    """mp3 (the default), opus, aac, flac, wav and pcm, each with its content type, each decoding to the same
+    speech; pcm is 24 kHz 16-bit, as OpenAI's clients assume."""
     import openai
 
     sdk = openai.OpenAI(base_url=f"{cpu_app}/v1", api_key=admin_key)
     mp3 = sdk.audio.speech.create(model="tts-1", voice="alloy", input="Good morning.").content  # default: mp3
     assert mp3[:3] == b"ID3" or mp3[0] == 0xFF and (mp3[1] & 0xE0) == 0xE0
-    flac = client.post("/v1/audio/speech", json={"input": "Good morning.", "response_format": "flac"}).content
-    import soundfile
+    wav, rate = read_wav(client.post("/v1/audio/speech", json={"input": "Good morning.", "response_format": "wav"})
+                         .content)
+    seconds = len(wav) / rate
+    expected = {"mp3": "audio/mpeg", "opus": "audio/opus", "aac": "audio/aac", "flac": "audio/flac"}
+    for fmt, content_type in expected.items():
+        response = sdk.audio.speech.with_raw_response.create(model="tts-1", voice="alloy", input="Good morning.",
+                                                             response_format=fmt)
+        assert response.headers["content-type"] == content_type
+        samples, rate = decode(response.content)
+        assert rate == (48000 if fmt == "opus" else 24000), fmt
+        assert abs(len(samples) / rate - seconds) < 0.1, fmt  # encoder priming and padding only
+        assert np.sqrt(np.mean(samples**2)) > 0.01, fmt
+    pcm = client.post("/v1/audio/speech", json={"input": "Good morning.", "response_format": "pcm"})
+    assert pcm.headers["content-type"] == "audio/pcm"
+    assert len(pcm.content) % 2 == 0 and abs(len(pcm.content) / 2 / 24000 - seconds) < 0.01
 
-    samples, rate = soundfile.read(io.BytesIO(flac))
-    assert rate == 24000 and len(samples) > 0.3 * rate
-    pcm = client.post("/v1/audio/speech", json={"input": "Good morning.", "response_format": "pcm"}).content
-    assert len(pcm) % 2 == 0 and abs(len(pcm) / 2 - len(samples)) < 0.05 * len(samples)
+
+@pytest.mark.parametrize("fmt", ["pcm", "mp3", "opus"])
+def test_speech_streams_as_openais_server_sent_events(client, fmt):
+    """`stream_format: sse`: `speech.audio.delta` events whose base64 pieces make one file of the format,
+    sentence by sentence, then `speech.audio.done`."""
+    text = " ".join(f"This is sentence number {i}." for i in range(4))
+    with client.stream("POST", "/v1/audio/speech", json={"input": text, "response_format": fmt,
+                                                         "stream_format": "sse"}) as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        events = [data for _, data in sse_events(response)]
+    assert [e["type"] for e in events[-1:]] == ["speech.audio.done"]
+    deltas = [base64.b64decode(e["audio"]) for e in events[:-1]]
+    assert len(deltas) >= 2 and all(e["type"] == "speech.audio.delta" for e in events[:-1])
+    audio = b"".join(deltas)
+    if fmt == "pcm":
+        samples = np.frombuffer(audio, dtype="<i2") / 32768.0
+        rate = 24000
+    else:
+        samples, rate = decode(audio)
+    assert 3 < len(samples) / rate < 20 and np.abs(samples).max() > 0.1
+
+
+@pytest.mark.parametrize(("payload", "param"), [
+    ({"instructions": "Speak like a pirate."}, "instructions"),
+    ({"stream_format": "chunks"}, "stream_format"),
+    ({"response_format": "ogg"}, "response_format"),
+])
+def test_speech_fields_it_cannot_honour_are_refused(client, payload, param):
+    response = client.post("/v1/audio/speech", json={"input": "Hello.", **payload})
+    assert response.status_code == 400 and response.json()["error"]["param"] == param, response.text
 
 
 def test_unknown_voice_is_a_400(client):
