@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -32,12 +32,35 @@ class SpeechRequest(OpenAICompatibleRequest):
         return value
 
 
+class ModerationTextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class ModerationImagePart(BaseModel):
+    type: Literal["image_url"]
+    image_url: dict[str, Any]
+
+
 class ModerationRequest(OpenAICompatibleRequest):
-    input: str | list[str] = Field(description="one text or a list")
+    input: str | list[str] | list[Annotated[ModerationTextPart | ModerationImagePart, Field(discriminator="type")]] = (
+        Field(description="one text, a list of texts (a result each), or OpenAI's content parts (one result)"))
     model: str | None = None
 
+    @field_validator("input")
+    @classmethod
+    def _text_parts_only(cls, value: Any) -> Any:
+        if isinstance(value, list) and any(isinstance(part, ModerationImagePart) for part in value):
+            raise ValueError("image parts are not moderated here: the served models read text only")
+        return value
+
     def texts(self) -> list[str]:
-        return [self.input] if isinstance(self.input, str) else list(self.input)
+        """One text per result: content parts are one input, as OpenAI moderates them together."""
+        if isinstance(self.input, str):
+            return [self.input]
+        if self.input and isinstance(self.input[0], ModerationTextPart):
+            return ["\n".join(part.text for part in self.input)]  # type: ignore[union-attr]
+        return list(self.input)  # type: ignore[arg-type]
 
 
 class ModerationResult(BaseModel):

@@ -168,6 +168,22 @@ def test_moderation_flags_toxicity_and_injection_and_passes_benign_text(cpu_app,
     assert harm["flagged"] and harm["categories"]["self-harm"]
 
 
+def test_moderation_takes_openais_content_parts_as_one_input(cpu_app, admin_key, client):
+    """omni-moderation's shape: text parts are moderated together, one result; an image part is a 400 naming
+    `input` (the served models read text), not a 500 or a silently skipped part."""
+    import openai
+
+    sdk = openai.OpenAI(base_url=f"{cpu_app}/v1", api_key=admin_key)
+    result = sdk.moderations.create(input=[{"type": "text", "text": "Hello there."},
+                                           {"type": "text", "text": "you are a stupid worthless idiot"}])
+    assert len(result.results) == 1 and result.results[0].flagged
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    for payload in ([image], [{"type": "text", "text": "hi"}, image], [{"type": "text", "text": ""}],
+                    [{"type": "audio", "text": "hi"}]):
+        response = client.post("/v1/moderations", json={"input": payload})
+        assert response.status_code == 400 and response.json()["error"]["param"].startswith("input"), response.text
+
+
 # ---------------------------------------------------------------------------------------------- chat safety
 
 
