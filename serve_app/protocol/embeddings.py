@@ -24,6 +24,17 @@ class EmbeddingRequest(OpenAICompatibleRequest):
         "window); whole words are kept, so a cut input may have a few fewer")
     truncation_side: Literal["left", "right"] = Field(
         "right", description="with truncate_prompt_tokens: 'right' keeps the first tokens, 'left' the last")
+    # vLLM's, for base64: the number type and byte order of the encoded vector
+    embed_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    endianness: Literal["native", "little", "big"] = "native"
+    use_activation: bool | None = Field(None, description="vLLM's; only true: vectors are always L2-normalised")
+
+    @field_validator("use_activation")
+    @classmethod
+    def _normalised_only(cls, value: bool | None) -> bool | None:
+        if value is False:
+            raise ValueError("vectors from this service are always L2-normalised; leave it out")
+        return value
 
     @field_validator("input", mode="before")
     @classmethod

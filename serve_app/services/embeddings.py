@@ -32,11 +32,22 @@ def check_text_limits(texts: list[str] | list[str | list[int]], max_count: int, 
             )
 
 
-def encode_vector(vector: np.ndarray, encoding_format: str) -> np.ndarray | str:
-    """base64 of little-endian float32 bytes, or the float32 vector itself (the response renders it as JSON)."""
-    if encoding_format == "base64":
-        return base64.b64encode(vector.astype("<f4", copy=False).tobytes()).decode("ascii")
-    return np.ascontiguousarray(vector, dtype=np.float32)
+BASE64_DTYPES = {"float32": "f4", "float16": "f2", "bfloat16": "u2"}
+
+
+def encode_vector(vector: np.ndarray, encoding_format: str, dtype: str = "float32",
+                  endianness: str = "little") -> np.ndarray | str:
+    """The float32 vector itself (the response renders it as JSON), or base64 of its bytes: float32 little-endian
+    as the openai SDK expects, or vLLM's `embed_dtype` (float16, bfloat16: float32's top half, rounded to nearest
+    even) and `endianness`."""
+    if encoding_format != "base64":
+        return np.ascontiguousarray(vector, dtype=np.float32)
+    order = {"little": "<", "big": ">"}.get(endianness, "=")  # "native": this machine's
+    if dtype == "bfloat16":
+        bits = np.ascontiguousarray(vector, dtype=np.float32).view(np.uint32)
+        vector = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+    data = vector.astype(order + BASE64_DTYPES[dtype], copy=False).tobytes()
+    return base64.b64encode(data).decode("ascii")
 
 
 class EmbeddingService:
@@ -108,7 +119,8 @@ class EmbeddingService:
         return {
             "object": "list",
             "data": [
-                {"object": "embedding", "index": i, "embedding": encode_vector(v, request.encoding_format)}
+                {"object": "embedding", "index": i, "embedding": encode_vector(v, request.encoding_format, request.embed_dtype,
+                                                                 request.endianness)}
                 for i, v in enumerate(vectors)
             ],
             "model": model.name,

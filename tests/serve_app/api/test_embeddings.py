@@ -68,6 +68,10 @@ def test_base64_encoding_decodes_to_the_float_vectors(client):
     )
     decoded = np.array([np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in response.json()["data"]])
     np.testing.assert_array_equal(decoded, floats.astype(np.float32))
+    half = client.post("/v1/embeddings", json={"input": SENTENCES[:2], "model": MODEL, "encoding_format": "base64",
+                                               "embed_dtype": "float16", "endianness": "big"})  # vLLM's options
+    decoded = np.array([np.frombuffer(base64.b64decode(d["embedding"]), dtype=">f2") for d in half.json()["data"]])
+    np.testing.assert_allclose(decoded, floats, atol=1e-3)
 
 
 def test_model_may_be_omitted_or_given_by_alias(client):
@@ -154,6 +158,9 @@ def test_one_request_with_many_inputs_is_split_by_the_token_budget(client):
         ({}, 400, "bad_request"),
         ({"input": "x", "encoding_format": "int8"}, 400, "bad_request"),
         ({"input": "x", "dimensions": 128}, 400, "bad_request"),
+        ({"input": "x", "use_activation": False}, 400, "bad_request"),  # vLLM's: vectors before normalising
+        ({"input": "x", "encoding_format": "base64", "embed_dtype": "fp8_e4m3"}, 400, "bad_request"),
+        ({"input": "x", "truncation_side": "middle"}, 400, "bad_request"),
         ({"input": "x", "model": "gpt-nope"}, 404, "model_not_found"),
         ({"input": "x", "model": "all-minilm-l6-v2-rerank"}, 400, "bad_request"),
         ({"input": ["x"] * 257}, 413, "payload_too_large"),

@@ -29,3 +29,18 @@ def test_a_non_contiguous_row_renders_too():
     matrix = np.arange(12, dtype=np.float32).reshape(3, 4)
     body = {"embedding": encode_vector(matrix[:, 1], "float")}
     assert json.loads(VectorJSONResponse(body).body) == {"embedding": [1.0, 5.0, 9.0]}
+
+
+def test_base64_in_vllms_number_types_and_byte_orders():
+    """vLLM's `embed_dtype` and `endianness`: each decodes to the float32 vector within its type's precision."""
+    vector = np.random.default_rng(1).standard_normal(384).astype(np.float32)
+    vector /= np.linalg.norm(vector)
+    for dtype, numpy_type, tolerance in (("float32", "f4", 0), ("float16", "f2", 1e-3)):
+        for endianness, order in (("little", "<"), ("big", ">"), ("native", "=")):
+            raw = base64.b64decode(encode_vector(vector, "base64", dtype, endianness))
+            np.testing.assert_allclose(np.frombuffer(raw, dtype=order + numpy_type), vector, atol=tolerance)
+    for endianness, order in (("little", "<"), ("big", ">")):
+        top_halves = np.frombuffer(base64.b64decode(encode_vector(vector, "base64", "bfloat16", endianness)),
+                                   dtype=order + "u2")
+        widened = (top_halves.astype(np.uint32) << 16).view(np.float32)
+        np.testing.assert_allclose(widened, vector, rtol=2**-8)  # bfloat16 keeps 8 bits of mantissa
