@@ -1,4 +1,4 @@
-"""`POST /v1/rerank` (the Cohere v1 / TEI shape) and `POST /v2/rerank` (Cohere's v2 API)."""
+"""`POST /v1/rerank` (the Cohere v1 / Jina / vLLM shape) and `POST /v2/rerank` (Cohere's v2 API)."""
 
 from __future__ import annotations
 
