@@ -74,6 +74,7 @@ class AudioEncoder:
             raise ValueError(f"unsupported audio format {audio_format!r}")
         self.format, self.sample_rate = audio_format, sample_rate
         self._header = audio_format == "wav"
+        self._added = False
         self._resampler: Any = None
         self._output: Any = None
         if audio_format == "pcm" and sample_rate != PCM_RATE:
@@ -91,6 +92,9 @@ class AudioEncoder:
                 self._stream.bit_rate = bit_rate
 
     def add(self, samples: np.ndarray) -> bytes:
+        if not len(samples):  # FFmpeg has no empty frame (a text of punctuation alone speaks nothing)
+            return b""
+        self._added = True
         if self._output is not None:
             for packet in self._stream.encode(_frame(samples, self.sample_rate)):
                 self._output.mux(packet)
@@ -106,11 +110,13 @@ class AudioEncoder:
 
     def finish(self) -> bytes:
         if self._output is not None:
+            # A compressed file with no frame at all is one no decoder opens: no speech is 50 ms of silence.
+            head = b"" if self._added else self.add(np.zeros(self.sample_rate // 20, dtype=np.float32))
             for packet in self._stream.encode(None):
                 self._output.mux(packet)
             self._output.close()
             self._output = None
-            return self._file.take() if isinstance(self._file, _Sink) else self._file.getvalue()
+            return head + (self._file.take() if isinstance(self._file, _Sink) else self._file.getvalue())
         if self._resampler is not None:
             return b"".join(f.to_ndarray().astype("<i2").tobytes() for f in self._resampler.resample(None))
         return wav_header(self.sample_rate, STREAMING_DATA_SIZE) if self._header else b""  # no audio at all

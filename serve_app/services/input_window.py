@@ -69,10 +69,25 @@ class InputWindow:
                 )
             keep = limit - self.specials
             if isinstance(item, str):
-                fitted[index] = _cut_text(item, encoding, keep, side)
+                fitted[index] = self._cut_to_fit(item, encoding, keep, limit, side)
             else:
                 fitted[index] = item[:keep] if side == "right" else item[-keep:]
         return fitted
+
+    def _cut_to_fit(self, text: str, encoding: Any, keep: int, limit: int, side: Side) -> str:
+        """The cut text, checked by tokenising it again: a word cut inside may come out as more tokens than it
+        went in as (the last pieces of 'photosynthesis' are not a word's first), so keep a token fewer until it
+        fits, and at the last a character fewer."""
+        def fits(candidate: str) -> bool:
+            return len(self.tokenizer.encode(candidate).ids) <= limit
+
+        cut = _cut_text(text, encoding, keep, side)
+        while not fits(cut) and keep > 1:
+            keep -= 1
+            cut = _cut_text(text, encoding, keep, side)
+        while not fits(cut) and len(cut) > 1:  # one token's worth of a word, still too many: a character less
+            cut = cut[1:] if side == "left" else cut[:-1]
+        return cut
 
 
 def _cut_text(text: str, encoding: Any, keep: int, side: Side) -> str:

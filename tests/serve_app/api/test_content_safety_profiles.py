@@ -118,6 +118,18 @@ def test_speech_streams_as_openais_server_sent_events(client, fmt):
     assert 3 < len(samples) / rate < 20 and np.abs(samples).max() > 0.1
 
 
+@pytest.mark.parametrize("fmt", ["mp3", "opus", "aac", "flac", "wav", "pcm"])
+def test_text_that_speaks_nothing_is_a_valid_file(client, fmt):
+    """Punctuation alone makes no speech: a file of (almost) nothing, found by the API fuzzer as a 500."""
+    response = client.post("/v1/audio/speech", json={"input": "_", "response_format": fmt})
+    assert response.status_code == 200, response.text
+    if fmt not in ("wav", "pcm"):
+        samples, rate = decode(response.content)
+        assert len(samples) / rate < 1.0
+    streamed = client.post("/v1/audio/speech", json={"input": "_", "response_format": fmt, "stream_format": "sse"})
+    assert streamed.status_code == 200 and '"speech.audio.done"' in streamed.text
+
+
 @pytest.mark.parametrize(("payload", "param"), [
     ({"instructions": "Speak like a pirate."}, "instructions"),
     ({"stream_format": "chunks"}, "stream_format"),

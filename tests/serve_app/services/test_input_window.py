@@ -60,6 +60,14 @@ def test_a_cut_text_fits_and_is_the_start_or_end_of_the_text(window, text, limit
         assert tokens(window, cut) >= limit - longest_word  # whole words: at most one word short
 
 
+def test_a_word_cut_inside_from_the_left_still_fits(window):
+    """Found by the property test above: the last pieces of a word are not a word's first, and tokenised again
+    they come out as more tokens ('ynthesis' is 5 tokens, '##ynthesis' was fewer)."""
+    for limit in range(3, 8):
+        [cut] = window.fit(["photosynthesis"], limit, "left")
+        assert tokens(window, cut) <= limit and "photosynthesis".endswith(cut)
+
+
 def test_token_ids_are_cut_exactly(window):
     ids = list(range(1000, 1300))
     assert window.fit([ids], 10, "right") == [ids[:8]] and window.fit([ids], 10, "left") == [ids[-8:]]
