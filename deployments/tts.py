@@ -16,7 +16,7 @@ import numpy as np
 from ray import serve
 
 from deployments.backends.registry import TTS_BACKENDS
-from deployments.backends.tts_backends import TTSBackend, UnknownVoice
+from deployments.backends.tts_backends import TTSBackend, UnknownVoice, native_speed, time_stretch
 from deployments.base import ModelReplica, counted
 from deployments.common import Refusal
 
@@ -95,7 +95,11 @@ class TTS(ModelReplica):
         outputs: list[np.ndarray | SynthesisFailed] = []
         for sentence, voice, speed in items:
             try:
-                outputs.append(self.backend.synthesize(sentence, voice, speed))
+                native = native_speed(speed)
+                audio = self.backend.synthesize(sentence, voice, native)
+                if native != speed and len(audio):
+                    audio = time_stretch(audio, speed / native, self.backend.sample_rate)
+                outputs.append(audio)
             except UnknownVoice:
                 outputs.append(np.zeros(0, np.float32))
             except Exception as exc:  # noqa: BLE001 - this sentence's failure, not the batch's

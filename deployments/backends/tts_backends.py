@@ -32,7 +32,40 @@ class TTSBackend(Protocol):
         """Pre-process: sentences, each synthesised on its own."""
 
     def synthesize(self, sentence: str, voice: str, speed: float) -> np.ndarray:
-        """Core: float32 samples in [-1, 1] at `sample_rate`."""
+        """Core: float32 samples in [-1, 1] at `sample_rate`, at a speed within NATIVE_SPEEDS."""
+
+
+NATIVE_SPEEDS = (0.5, 2.0)  # what the voices' own speed control does well; OpenAI's clients may ask 0.25 to 4
+
+
+def native_speed(speed: float) -> float:
+    return min(max(speed, NATIVE_SPEEDS[0]), NATIVE_SPEEDS[1])
+
+
+def time_stretch(samples: np.ndarray, factor: float, sample_rate: int) -> np.ndarray:
+    """Post-process: the audio `factor` times faster, its pitch kept (FFmpeg's atempo, through PyAV), for speeds
+    beyond NATIVE_SPEEDS: the voice speaks at the nearest native speed, this does the rest."""
+    import av
+
+    graph = av.filter.Graph()
+    source = graph.add_abuffer(format="flt", sample_rate=sample_rate, layout="mono")
+    tempo = graph.add("atempo", f"{factor:.6f}")
+    sink = graph.add("abuffersink")
+    source.link_to(tempo)
+    tempo.link_to(sink)
+    graph.configure()
+    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples, dtype=np.float32).reshape(1, -1),
+                                       format="flt", layout="mono")
+    frame.sample_rate = sample_rate
+    graph.push(frame)
+    graph.push(None)
+    out = []
+    while True:
+        try:
+            out.append(graph.pull().to_ndarray().reshape(-1))
+        except (av.error.EOFError, av.error.BlockingIOError):
+            break
+    return np.concatenate(out).astype(np.float32, copy=False) if out else np.zeros(0, np.float32)
 
 
 class HibariTTS:

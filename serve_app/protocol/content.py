@@ -18,7 +18,7 @@ class SpeechRequest(OpenAICompatibleRequest):
     input: str = Field(min_length=1, max_length=4096)
     voice: str = Field("heart", description="a served voice; OpenAI's voice names map to the default voice")
     response_format: AudioFormat = Field("mp3", description="pcm: 16-bit little-endian at 24 kHz, as OpenAI's")
-    speed: float = Field(1.0, ge=0.5, le=2.0)
+    speed: float = Field(1.0, ge=0.25, le=4.0, description="OpenAI's range; past 0.5-2 the audio is time-stretched")
     stream_format: Literal["audio", "sse"] = Field(
         "audio", description="sse: server-sent events `speech.audio.delta` (base64 audio in response_format, "
         "sentence by sentence) and a last `speech.audio.done`")
@@ -113,7 +113,7 @@ class TranslateResponse(BaseModel):
 class TTSRequest(StrictRequest):
     text: str = Field(min_length=1, max_length=100_000)
     voice: str | None = Field(None, description="default: your profile's voice, else the service default")
-    speed: float = Field(1.0, ge=0.5, le=2.0)
+    speed: float = Field(1.0, ge=0.25, le=4.0, description="OpenAI's range; past 0.5-2 the audio is time-stretched")
 
 
 class Profile(RequestModel):

@@ -118,6 +118,22 @@ def test_speech_streams_as_openais_server_sent_events(client, fmt):
     assert 3 < len(samples) / rate < 20 and np.abs(samples).max() > 0.1
 
 
+def test_openais_whole_speed_range(client):
+    """0.25 to 4, as OpenAI takes it: past the voice's own 0.5-2, the audio is stretched (pitch kept)."""
+    def seconds(speed: float) -> float:
+        response = client.post("/v1/audio/speech", json={"input": "Good morning, class.", "response_format": "wav",
+                                                          "speed": speed})
+        assert response.status_code == 200, response.text
+        audio, rate = read_wav(response.content)
+        return len(audio) / rate
+
+    slow, native_slow, native_fast, fast = (seconds(s) for s in (0.25, 0.5, 2.0, 4.0))
+    assert 1.7 < slow / native_slow < 2.3 and 1.7 < native_fast / fast < 2.3
+    for out_of_range in (0.2, 4.5):
+        response = client.post("/v1/audio/speech", json={"input": "Hi.", "speed": out_of_range})
+        assert response.status_code == 400 and response.json()["error"]["param"] == "speed"
+
+
 @pytest.mark.parametrize("fmt", ["mp3", "opus", "aac", "flac", "wav", "pcm"])
 def test_text_that_speaks_nothing_is_a_valid_file(client, fmt):
     """Punctuation alone makes no speech: a file of (almost) nothing, found by the API fuzzer as a 500."""
