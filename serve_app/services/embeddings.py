@@ -73,7 +73,9 @@ class EmbeddingService:
         `truncate_prompt_tokens`; -1: the model's window). Other services (RAG) call this too. Texts of concurrent
         requests share model calls."""
         check_text_limits(texts, self.limits.max_inputs_per_request, self.limits.max_input_chars, "input")
-        texts = (await self.window(model_id)).fit(texts, truncate, side)
+        window = await self.window(model_id)
+        if not window.fits_at_a_glance(texts, truncate):  # tokenising 256 long texts takes seconds: off the loop
+            texts = await asyncio.to_thread(window.fit, texts, truncate, side)
         await self.meter.admit()
         if self.coalescer is None or not texts or not all(isinstance(text, str) for text in texts):
             result = await self._call(model_id, texts)

@@ -42,6 +42,14 @@ class InputWindow:
             )
         return truncate
 
+    def fits_at_a_glance(self, inputs: list[str | list[int]], truncate: int | None) -> bool:
+        """Whether every input fits without tokenising it: token ids by their count, ASCII text by its length (an
+        ASCII character is at least one token's worth of text for WordPiece, BPE and SentencePiece alike, +1 for
+        SentencePiece's leading word marker). Cheap enough for the event loop; `fit` may not be."""
+        room = self.limit(truncate) - self.specials
+        return all(len(item) + (1 if isinstance(item, str) else 0) <= room
+                   and (not isinstance(item, str) or item.isascii()) for item in inputs)
+
     def fit(self, inputs: list[str | list[int]], truncate: int | None, side: Side = "right",
             ) -> list[str | list[int]]:
         """`inputs` (texts, or token ids without special tokens) as the model will read them: unchanged when they
@@ -50,9 +58,7 @@ class InputWindow:
         fitted = list(inputs)
         for index, item in enumerate(inputs):
             if isinstance(item, str):
-                # An ASCII character is at least one token's worth of text for WordPiece, BPE and SentencePiece
-                # alike (+1 for SentencePiece's leading word marker): short texts need no tokenizing here.
-                if item.isascii() and len(item) + 1 + self.specials <= limit:
+                if self.fits_at_a_glance([item], truncate):
                     continue
                 encoding = self.tokenizer.encode(item)
                 tokens = len(encoding.ids)

@@ -118,3 +118,13 @@ async def test_the_operator_may_make_cutting_the_default(minilm_path, auto_trunc
         assert raised.value.param == "input"
     await service.create(EmbeddingRequest(input=long_text, truncate_prompt_tokens=10, truncation_side="left"))
     assert router.embedded[-1][0].split() == ["word"] * 8  # the last 8 words: 10 tokens with [CLS] and [SEP]
+
+
+def test_what_fits_at_a_glance(window):
+    """Short ASCII text and few token ids need no tokenising (the event loop decides); the rest is left to `fit`,
+    which the service runs on a worker thread."""
+    assert window.fits_at_a_glance(["a" * 253, [1] * 254], None)
+    assert not window.fits_at_a_glance(["a" * 254], None)  # might be 257 tokens: tokenise to know
+    assert not window.fits_at_a_glance(["é"], None) and not window.fits_at_a_glance([[1] * 255], None)
+    assert window.fits_at_a_glance(["a" * 5], 8) and not window.fits_at_a_glance(["a" * 6], 8)
+    assert window.fit(["a" * 254], None) == ["a" * 254]  # one word: [UNK] or a few pieces, well within
