@@ -4,7 +4,7 @@ import asyncio
 import base64
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from fastapi import APIRouter, Response
 from sse_starlette import EventSourceResponse
@@ -35,7 +35,7 @@ async def create_speech(body: SpeechRequest, principal: CurrentPrincipal, state:
     return Response(audio, media_type=CONTENT_TYPES[body.response_format])
 
 
-async def _speech_events(encoder: AudioEncoder, sentences: AsyncIterator) -> AsyncIterator[dict[str, str]]:
+async def _speech_events(encoder: AudioEncoder, sentences: AsyncGenerator) -> AsyncIterator[dict[str, str]]:
     """OpenAI's speech events: `speech.audio.delta` per piece of encoded audio, then `speech.audio.done`; a
     failure after the first event is an `error` event instead of the last one (the status line has gone)."""
     def delta(data: bytes) -> dict[str, str]:
@@ -55,4 +55,5 @@ async def _speech_events(encoder: AudioEncoder, sentences: AsyncIterator) -> Asy
         return
     finally:
         encoder.close()
+        await sentences.aclose()  # a client gone: the TTS replica stops, the audio so far is counted
     yield {"data": json.dumps({"type": "speech.audio.done"})}
