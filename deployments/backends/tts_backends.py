@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import re
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -42,6 +42,16 @@ def native_speed(speed: float) -> float:
     return min(max(speed, NATIVE_SPEEDS[0]), NATIVE_SPEEDS[1])
 
 
+def mono_frame(samples: np.ndarray, sample_rate: int) -> Any:
+    """Float32 mono samples as one FFmpeg audio frame (PyAV), for its filters and encoders."""
+    import av
+
+    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples, dtype=np.float32).reshape(1, -1),
+                                       format="flt", layout="mono")
+    frame.sample_rate = sample_rate
+    return frame
+
+
 def time_stretch(samples: np.ndarray, factor: float, sample_rate: int) -> np.ndarray:
     """Post-process: the audio `factor` times faster, its pitch kept (FFmpeg's atempo, through PyAV), for speeds
     beyond NATIVE_SPEEDS: the voice speaks at the nearest native speed, this does the rest."""
@@ -54,10 +64,7 @@ def time_stretch(samples: np.ndarray, factor: float, sample_rate: int) -> np.nda
     source.link_to(tempo)
     tempo.link_to(sink)
     graph.configure()
-    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples, dtype=np.float32).reshape(1, -1),
-                                       format="flt", layout="mono")
-    frame.sample_rate = sample_rate
-    graph.push(frame)
+    graph.push(mono_frame(samples, sample_rate))
     graph.push(None)
     out = []
     while True:

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from deployments.backends.tts_backends import mono_frame
+
 CONTENT_TYPES = {"mp3": "audio/mpeg", "opus": "audio/opus", "aac": "audio/aac", "flac": "audio/flac",
                  "wav": "audio/wav", "pcm": "audio/pcm"}
 PCM_RATE = 24_000
@@ -55,13 +57,9 @@ class _Sink(io.RawIOBase):
         return out
 
 
-def _frame(samples: np.ndarray, sample_rate: int) -> Any:
-    import av
-
-    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples, dtype=np.float32).reshape(1, -1),
-                                       format="flt", layout="mono")
-    frame.sample_rate = sample_rate
-    return frame
+def _pcm16_bytes(frames: Any) -> bytes:
+    """The resampler's 16-bit frames as little-endian bytes."""
+    return b"".join(frame.to_ndarray().astype("<i2").tobytes() for frame in frames)
 
 
 class AudioEncoder:
@@ -96,12 +94,11 @@ class AudioEncoder:
             return b""
         self._added = True
         if self._output is not None:
-            for packet in self._stream.encode(_frame(samples, self.sample_rate)):
+            for packet in self._stream.encode(mono_frame(samples, self.sample_rate)):
                 self._output.mux(packet)
             return self._file.take() if isinstance(self._file, _Sink) else b""
         if self._resampler is not None:
-            return b"".join(bytes(f.to_ndarray().astype("<i2").tobytes())
-                            for f in self._resampler.resample(_frame(samples, self.sample_rate)))
+            return _pcm16_bytes(self._resampler.resample(mono_frame(samples, self.sample_rate)))
         data = pcm16(samples)
         if self._header:
             self._header = False
@@ -118,7 +115,7 @@ class AudioEncoder:
             self._output = None
             return head + (self._file.take() if isinstance(self._file, _Sink) else self._file.getvalue())
         if self._resampler is not None:
-            return b"".join(f.to_ndarray().astype("<i2").tobytes() for f in self._resampler.resample(None))
+            return _pcm16_bytes(self._resampler.resample(None))
         return wav_header(self.sample_rate, STREAMING_DATA_SIZE) if self._header else b""  # no audio at all
 
     def close(self) -> None:
