@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pytest
 
-from serve_app.services.audio import PCM_RATE, AudioEncoder, encode
+from serve_app.services.audio import PCM_RATE, STREAMING_DATA_SIZE, AudioEncoder, encode, wav_header
 
 RATE = 16_000  # the gpu profile's MMS voice; the cpu profile's is 24 kHz
 TONE = (0.3 * np.sin(2 * np.pi * 440 * np.arange(2 * RATE) / RATE)).astype(np.float32)
@@ -50,11 +50,14 @@ def test_flac_whole_states_its_length():
     assert flac[:4] == b"fLaC" and int.from_bytes(flac[18:26], "big") & ((1 << 36) - 1) == len(TONE)
 
 
-def test_an_abandoned_stream_is_let_go():
+def test_an_abandoned_stream_leaves_what_it_sent_playable():
+    """A client gone mid-stream: the encoder is let go (twice is harmless), and the pieces sent until then decode."""
     encoder = AudioEncoder("aac", RATE)
-    encoder.add(TONE[:RATE])
+    sent = encoder.add(TONE[:RATE]) + encoder.add(TONE[RATE:])
     encoder.close()
     encoder.close()
+    samples, rate = decoded(sent)
+    assert rate == RATE and 1.0 < len(samples) / rate <= 2.0
 
 
 @pytest.mark.parametrize("fmt", ["mp3", "opus", "aac", "flac", "wav", "pcm"])
@@ -70,4 +73,9 @@ def test_no_audio_at_all_is_an_empty_file_not_an_error(fmt):
             assert len(samples) / decoded_rate < 0.2 and np.abs(samples).max(initial=0) < 1e-3
         streamed = AudioEncoder(fmt, rate)
         assert streamed.add(np.zeros(0, dtype=np.float32)) == b""
-        streamed.finish()
+        tail = streamed.finish()
+        if fmt in ("pcm", "wav"):
+            assert tail == (b"" if fmt == "pcm" else wav_header(rate, STREAMING_DATA_SIZE))  # a header alone
+        else:  # streamed, the same moment of silence
+            samples, decoded_rate = decoded(tail)
+            assert len(samples) / decoded_rate < 0.2 and np.abs(samples).max(initial=0) < 1e-3
